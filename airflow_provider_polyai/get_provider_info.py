@@ -1,0 +1,83 @@
+"""Provider metadata that Airflow reads through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_polyai import __version__
+
+# The form fields below are stored in the connection's extra JSON under these names. The hook reads
+# them with the same defaults, so a connection made without the form behaves like one made with it.
+CONNECTION_FIELDS: dict[str, Any] = {
+    "timeout": {
+        "label": "Request timeout (seconds)",
+        "schema": {"type": ["number", "null"], "default": 10},
+        "description": "Timeout of each HTTP request to PolyAI, in seconds.",
+    },
+    "verify_ssl": {
+        "label": "Verify TLS certificates",
+        "schema": {"type": ["boolean", "null"], "default": True},
+        "description": "Switch off only for a test server with a self-signed certificate.",
+    },
+    "allow_insecure_http": {
+        "label": "Allow plain HTTP to a remote host",
+        "schema": {"type": ["boolean", "null"], "default": False},
+        "description": "Send the connector token over http:// to a host other than localhost. Unsafe.",
+    },
+}
+
+FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "login", "port"],
+    "relabeling": {"host": "API base URL", "password": "Connector token"},
+    "placeholders": {
+        "host": "https://api.us-1.platform.polyai.app",
+        "password": "connector token from PolyAI",
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider's hooks, triggers, sensors, operators and connection type."""
+    return {
+        "package-name": "airflow-provider-polyai",
+        "name": "PolyAI",
+        "description": "Place PolyAI outbound voice-agent calls and wait for their outcome.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "PolyAI",
+                "external-doc-url": "https://docs.poly.ai/",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": "PolyAI", "python-modules": ["airflow_provider_polyai.hooks.polyai"]},
+        ],
+        "triggers": [
+            {
+                "integration-name": "PolyAI",
+                "python-modules": ["airflow_provider_polyai.triggers.outbound_call"],
+            },
+        ],
+        "sensors": [
+            {
+                "integration-name": "PolyAI",
+                "python-modules": ["airflow_provider_polyai.sensors.outbound_call"],
+            },
+        ],
+        "operators": [
+            {
+                "integration-name": "PolyAI",
+                "python-modules": ["airflow_provider_polyai.operators.outbound_call"],
+            },
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_polyai.hooks.polyai.PolyAIHook",
+                "hook-name": "PolyAI",
+                "connection-type": "polyai",
+                "conn-fields": CONNECTION_FIELDS,
+                "ui-field-behaviour": FIELD_BEHAVIOUR,
+            }
+        ],
+    }

@@ -1,0 +1,219 @@
+"""Operator that places a PolyAI outbound call and can wait for its outcome."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_polyai.exceptions import (
+    AirflowFailException,
+    PolyAICallOutcomeUnknownError,
+    PolyAIError,
+    PolyAITransientError,
+)
+from airflow_provider_polyai.models import CallStatus, next_poll_interval
+from airflow_provider_polyai.waiting import (
+    DEFERRAL_TIMEOUT_GRACE_SECONDS,
+    XCOM_CALL_SID_KEY,
+    AirflowSensorTimeout,
+    deadline_after,
+    default_deferrable,
+    push_outcome,
+    raise_if_failure,
+    status_from_event,
+    validate_failure_statuses,
+    validate_intervals,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_polyai.hooks.polyai import PolyAIHook
+
+#: Key in the task state store that records the call placed by this task instance across its tries.
+CALL_RECORD_KEY = "polyai_outbound_call"
+
+
+class TriggerOutboundCallOperator(BaseOperator):
+    """Place an outbound call through PolyAI and return its call SID.
+
+    The SID is the task's return value and is also pushed under the XCom key ``call_sid``. With
+    ``wait_for_completion`` the task then waits for the call to end exactly like
+    :class:`~airflow_provider_polyai.sensors.outbound_call.OutboundCallStatusSensor` (same trigger,
+    schedule, ``failure_statuses`` and XCom keys ``status`` and ``reason``); the return value stays
+    the SID.
+
+    A person is never called twice by a retry. Before dialling, the operator records the attempt in
+    Airflow's task state store, which keeps it across tries of the same task instance. A later try
+    that finds a call SID there reuses it (and waits for it if asked) instead of dialling. A try that
+    finds a trigger request whose outcome was unknown fails, because PolyAI may have placed that call.
+    ``redial_on_retry=True`` dials again on every try. On Airflow versions without the task state
+    store, a try after the first fails unless ``redial_on_retry`` is set.
+
+    :param to_number: number to call (templated), in E.164 form unless ``country_code`` is given.
+    :param country_code: ISO 3166-1 alpha-2 region (templated), also used to read a national number.
+    :param encryption: ``TLS/SRTP`` (PolyAI's default) or ``UDP/RTP``.
+    :param metadata: JSON object (templated) passed to the agent as ``conv.integration_attributes``;
+        a string holding a JSON object is accepted too.
+    :param polyai_conn_id: id of the ``polyai`` connection.
+    :param wait_for_completion: wait until the call reaches a terminal status.
+    :param deferrable: wait on the triggerer rather than in a worker slot. Defaults to
+        ``[operators] default_deferrable`` when the deployment sets it, and to ``True`` otherwise.
+    :param poke_interval: seconds between polls while the call is queued or ringing.
+    :param in_progress_poke_interval: seconds between polls once the call is in progress.
+    :param failure_statuses: terminal statuses that fail the task when waiting.
+    :param wait_timeout: longest wait for the outcome, from the moment the call is placed.
+    :param redial_on_retry: dial again on a retry even if an earlier try placed the call.
+    """
+
+    template_fields: Sequence[str] = ("to_number", "country_code", "metadata")
+    template_fields_renderers = {"metadata": "json"}
+    ui_color = "#d9c8f7"
+
+    def __init__(
+        self,
+        *,
+        to_number: str,
+        country_code: str | None = None,
+        encryption: str | None = None,
+        metadata: dict[str, Any] | str | None = None,
+        polyai_conn_id: str = "polyai_default",
+        wait_for_completion: bool = False,
+        deferrable: bool | None = None,
+        poke_interval: float = 3.0,
+        in_progress_poke_interval: float = 15.0,
+        failure_statuses: Iterable[str] = (),
+        wait_timeout: timedelta | float = timedelta(hours=1),
+        redial_on_retry: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        validate_intervals(poke_interval, in_progress_poke_interval)
+        self.to_number = to_number
+        self.country_code = country_code
+        self.encryption = encryption
+        self.metadata = metadata
+        self.polyai_conn_id = polyai_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.poke_interval = float(poke_interval)
+        self.in_progress_poke_interval = float(in_progress_poke_interval)
+        self.failure_statuses = validate_failure_statuses(failure_statuses)
+        self.wait_timeout = (
+            wait_timeout.total_seconds() if isinstance(wait_timeout, timedelta) else float(wait_timeout)
+        )
+        if self.wait_timeout <= 0:
+            raise ValueError(f"wait_timeout must be positive, got {wait_timeout!r}.")
+        self.redial_on_retry = redial_on_retry
+
+    def _hook(self) -> PolyAIHook:
+        from airflow_provider_polyai.hooks.polyai import PolyAIHook
+
+        return PolyAIHook(polyai_conn_id=self.polyai_conn_id)
+
+    def execute(self, context: Context) -> str:
+        call_sid = self._place_call_once(context)
+        context["ti"].xcom_push(key=XCOM_CALL_SID_KEY, value=call_sid)
+        if not self.wait_for_completion:
+            return call_sid
+
+        deadline = deadline_after(self.wait_timeout)
+        if self.deferrable:
+            from airflow_provider_polyai.triggers.outbound_call import OutboundCallStatusTrigger
+
+            self.defer(
+                trigger=OutboundCallStatusTrigger(
+                    call_sid=call_sid,
+                    polyai_conn_id=self.polyai_conn_id,
+                    poke_interval=self.poke_interval,
+                    in_progress_poke_interval=self.in_progress_poke_interval,
+                    deadline=deadline,
+                ),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=self.wait_timeout + DEFERRAL_TIMEOUT_GRACE_SECONDS),
+            )
+        self._finish(context, self._poll_until_terminal(call_sid, deadline))
+        return call_sid
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
+        """Finish the task with the outcome the trigger reported; return the call SID."""
+        status = status_from_event(event)
+        self._finish(context, status)
+        return status.call_sid
+
+    def _place_call_once(self, context: Context) -> str:
+        """Return the SID of this task instance's call, dialling only if no earlier try did."""
+        store = context.get("task_state_store")
+        ti = context["ti"]
+        if store is None:
+            if ti.try_number > 1 and not self.redial_on_retry:
+                raise AirflowFailException(
+                    f"This is try {ti.try_number}, and this Airflow version has no task state store to "
+                    "tell whether an earlier try already placed the call. Not dialling again; set "
+                    "redial_on_retry=True to dial on every try."
+                )
+            return self._hook().trigger_call(
+                self.to_number, country_code=self.country_code, encryption=self.encryption, metadata=self.metadata
+            )
+
+        record = store.get(CALL_RECORD_KEY) if not self.redial_on_retry else None
+        if record and record.get("call_sid"):
+            self.log.info(
+                "An earlier try already placed call %s to %s; not dialling again.",
+                record["call_sid"],
+                record.get("to_number"),
+            )
+            return record["call_sid"]
+        if record:
+            raise PolyAICallOutcomeUnknownError(
+                f"An earlier try sent a trigger request to {record.get('to_number')} and its outcome is "
+                "unknown, so PolyAI may have placed that call. Not dialling again; check with PolyAI, "
+                "then clear this task with redial_on_retry=True if the person was not called."
+            )
+
+        store.set(CALL_RECORD_KEY, {"call_sid": None, "to_number": str(self.to_number)})
+        try:
+            call_sid = self._hook().trigger_call(
+                self.to_number, country_code=self.country_code, encryption=self.encryption, metadata=self.metadata
+            )
+        except PolyAICallOutcomeUnknownError:
+            raise
+        except (PolyAIError, ValueError):
+            # Every other error means PolyAI queued nothing, so a later try may dial safely.
+            store.delete(CALL_RECORD_KEY)
+            raise
+        store.set(CALL_RECORD_KEY, {"call_sid": call_sid, "to_number": str(self.to_number)})
+        return call_sid
+
+    def _poll_until_terminal(self, call_sid: str, deadline: float) -> CallStatus:
+        """Poll from this worker on PolyAI's schedule until the call ends or the deadline passes."""
+        hook = self._hook()
+        last_status: str | None = None
+        while True:
+            try:
+                status = hook.get_call_status(call_sid)
+            except PolyAITransientError as err:
+                self.log.warning("Call %s: status poll failed, polling again later: %s", call_sid, err)
+                status = None
+            if status is not None and status.is_terminal:
+                return status
+            if status is not None and status.status != last_status:
+                self.log.info("Call %s: %s -> %s", call_sid, last_status, status.status)
+                last_status = status.status
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                raise AirflowSensorTimeout(
+                    f"Call {call_sid} did not reach a terminal status within {self.wait_timeout:.0f} s; "
+                    f"last status {last_status!r}."
+                )
+            interval = next_poll_interval(last_status or "", self.poke_interval, self.in_progress_poke_interval)
+            time.sleep(min(interval, remaining))
+
+    def _finish(self, context: Context, status: CallStatus) -> None:
+        self.log.info("Call %s ended: %s (%s)", status.call_sid, status.status, status.reason or "no reason")
+        push_outcome(context, status)
+        raise_if_failure(status, self.failure_statuses)

@@ -1,0 +1,126 @@
+"""Run the example DAG on a real Airflow against the local PolyAI server and print what happened.
+
+Steps: start the local server on a free loopback port, create a throwaway SQLite metadata database,
+run ``airflow dags test example_polyai_outbound_calls``, print the report the DAG wrote, then print
+how often the server was polled in each call phase, and stop the server. Airflow's own output goes to
+``.demo/dags-test.log``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_DIR = ROOT / ".demo"
+DAG_ID = "example_polyai_outbound_calls"
+TOKEN = "local-test-token"
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def start_server() -> tuple[subprocess.Popen, str]:
+    port_file = DEMO_DIR / "server.port"
+    port_file.unlink(missing_ok=True)
+    server = subprocess.Popen(
+        [_bin("polyai-local-server"), "--port", "0", "--port-file", str(port_file), "--token", TOKEN],
+        stdout=(DEMO_DIR / "server.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    for _ in range(100):
+        if port_file.exists() and port_file.read_text().strip():
+            return server, f"http://127.0.0.1:{port_file.read_text().strip()}"
+        if server.poll() is not None:
+            sys.exit(f"The local PolyAI server exited early; see {DEMO_DIR / 'server.log'}")
+        time.sleep(0.1)
+    server.terminate()
+    sys.exit("The local PolyAI server did not start within 10 s.")
+
+
+def airflow_env(base_url: str) -> dict[str, str]:
+    airflow_home = DEMO_DIR / "airflow"
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "airflow_provider_polyai" / "example_dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW_CONN_POLYAI_DEFAULT": json.dumps({"conn_type": "polyai", "host": base_url, "password": TOKEN}),
+        "POLYAI_REPORT_DIR": str(DEMO_DIR / "reports"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    return env
+
+
+def run_airflow(env: dict[str, str], log_path: Path) -> None:
+    with log_path.open("w") as log:
+        subprocess.run([_bin("airflow"), "db", "migrate"], env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+        print("Running the example DAG with `airflow dags test` (about a minute)...", flush=True)
+        result = subprocess.run(
+            [_bin("airflow"), "dags", "test", DAG_ID], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    text = log_path.read_text()
+    if result.returncode != 0 or "state=success" not in text:
+        sys.exit(f"The DAG run did not succeed; see {log_path}")
+
+
+def print_report() -> None:
+    reports = sorted((DEMO_DIR / "reports").glob("*.csv"), key=lambda path: path.stat().st_mtime)
+    if not reports:
+        sys.exit("The DAG run wrote no report.")
+    with reports[-1].open() as file:
+        rows = list(csv.DictReader(file))
+    print(f"\nCall outcomes ({reports[-1].relative_to(ROOT)}):")
+    print(f"  {'CALL SID':<42} {'NUMBER':<15} {'STATUS':<11} REASON")
+    for row in rows:
+        print(f"  {row['call_sid']:<42} {row['to_number']:<15} {row['status']:<11} {row['reason']}")
+
+
+def print_schedule(base_url: str) -> None:
+    """Print the gaps between status polls per call phase, as the server saw them."""
+    with urllib.request.urlopen(f"{base_url}/_local/requests", timeout=10) as response:
+        entries = json.load(response)
+    polls: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for entry in entries:
+        if entry["method"] == "GET" and entry.get("call_status"):
+            polls[entry["call_sid"]].append((entry["time"], entry["call_status"]))
+    gaps: dict[str, list[float]] = defaultdict(list)
+    for series in polls.values():
+        for (earlier, status), (later, _) in zip(series, series[1:]):
+            gaps[status].append(later - earlier)
+    print("\nStatus polls received by the local server (gap after a poll that read each status):")
+    for status in ("queued", "ringing", "in-progress"):
+        values = gaps.get(status)
+        if values:
+            print(f"  {status:<12} {len(values):>3} gaps, {min(values):5.1f}-{max(values):5.1f} s")
+    triggers = sum(1 for entry in entries if entry["method"] == "POST")
+    print(f"  {len(polls)} calls placed with {triggers} trigger requests, {len(entries)} requests in all")
+
+
+def main() -> None:
+    shutil.rmtree(DEMO_DIR, ignore_errors=True)
+    DEMO_DIR.mkdir()
+    server, base_url = start_server()
+    print(f"Local PolyAI server running at {base_url}")
+    try:
+        run_airflow(airflow_env(base_url), DEMO_DIR / "dags-test.log")
+        print_report()
+        print_schedule(base_url)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        print("Local PolyAI server stopped.")
+
+
+if __name__ == "__main__":
+    main()
