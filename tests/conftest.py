@@ -1,0 +1,34 @@
+"""Shared fixtures: a throwaway Airflow home and metadata database, and the local PolyAI server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_DAGS = ROOT / "airflow_provider_polyai" / "example_dags"
+
+# Airflow reads its settings when first imported, so the throwaway home is set before any test
+# module imports it. Nothing here touches the developer's own ~/airflow.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="polyai-tests-airflow-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(EXAMPLE_DAGS)
+os.environ.pop("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", None)
+os.environ.pop("AIRFLOW_CONN_POLYAI_DEFAULT", None)
+
+pytest_plugins = ["airflow_provider_polyai.testing.pytest_plugin"]
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Create the metadata database once per test session and return the Airflow home."""
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+    return _AIRFLOW_HOME
