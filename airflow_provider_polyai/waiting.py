@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
-from configparser import RawConfigParser
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_polyai.exceptions import AirflowFailException, PolyAIError, PolyAIInvalidInputError
@@ -30,19 +29,19 @@ DEFERRAL_TIMEOUT_GRACE_SECONDS = 60.0
 
 
 def default_deferrable() -> bool:
-    """Return the ``deferrable`` default: ``[operators] default_deferrable`` when set, else ``True``.
+    """Return the ``deferrable`` default: ``True`` unless the deployment chose otherwise.
 
-    Airflow ships that option as ``False``, which would make every task poll from a worker slot. So
-    only a value the deployment set itself, in ``airflow.cfg`` or the environment, is followed.
+    Airflow ships ``[operators] default_deferrable = false`` and writes that line into every
+    ``airflow.cfg`` it generates, so a ``false`` read from the file cannot be told apart from the
+    shipped default. Following it would make every wait hold a worker slot. The option is therefore
+    followed when it is set through ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` (true or false) or is
+    ``true`` in ``airflow.cfg``; otherwise the default is ``True``.
     """
     from airflow.sdk.configuration import conf
 
-    explicitly_set = "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE" in os.environ or RawConfigParser.has_option(
-        conf, "operators", "default_deferrable"
-    )
-    if not explicitly_set:
-        return True
-    return conf.getboolean("operators", "default_deferrable", fallback=True)
+    if "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE" in os.environ:
+        return conf.getboolean("operators", "default_deferrable", fallback=True)
+    return True
 
 
 def validate_failure_statuses(failure_statuses: Iterable[str] | str) -> frozenset[str]:
