@@ -136,6 +136,7 @@ class PolyAIHook(BaseHook):
         self._settings: ConnectionSettings | None = None
         self._session: requests.Session | None = None
         self._async_session: aiohttp.ClientSession | None = None
+        self._async_request_options: tuple[dict[str, str], aiohttp.ClientTimeout] | None = None
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -326,13 +327,17 @@ class PolyAIHook(BaseHook):
         if self._async_session is None or self._async_session.closed:
             self._async_session = await _lease_shared_session(settings)
         session = self._async_session
+        # A triggerer polls thousands of calls from one event loop, so the per-poll constants are
+        # built once per hook rather than on every poll.
+        if self._async_request_options is None:
+            self._async_request_options = (settings.headers, aiohttp.ClientTimeout(total=settings.timeout))
+        headers, timeout = self._async_request_options
         path = STATUS_PATH.format(call_sid=call_sid)
-        subject = f"call {call_sid}"
-        timeout = aiohttp.ClientTimeout(total=settings.timeout)
 
         async def fetch_once() -> CallStatus:
+            subject = f"call {call_sid}"
             try:
-                async with session.get(path, headers=settings.headers, timeout=timeout) as response:
+                async with session.get(path, headers=headers, timeout=timeout) as response:
                     body = await response.text()
                     if response.status >= 300:
                         raise error_for_response(
@@ -348,6 +353,10 @@ class PolyAIHook(BaseHook):
             return parse_call_status(call_sid, body)
 
         attempts = self.max_attempts if max_attempts is None else max_attempts
+        if attempts == 1:
+            # Triggers schedule their own retries; building a tenacity retrier per poll would cost
+            # more CPU than the request itself.
+            return await fetch_once()
         retrying = AsyncRetrying(**{**self._retrying(PolyAITransientError), "stop": stop_after_attempt(attempts)})
         return await retrying(fetch_once)
 
