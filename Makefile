@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test lint matrix clean
 
 venv: $(STAMP)
 
@@ -24,5 +24,28 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Static checks: ruff for style and bugs, mypy for types. Both are installed by the test extra.
+lint: venv
+	$(BIN)/python -m ruff check airflow_provider_polyai tests
+	$(BIN)/python -m mypy airflow_provider_polyai
+
+# Oldest supported and current Airflow 3, each on the oldest and newest Python it supports here.
+# Each pair gets its own venv under .venv-matrix/ and runs the fast tests (no browser, no build).
+# A Python is found on PATH as pythonX.Y, else under pyenv; a missing one fails the target.
+MATRIX ?= 3.0.0:3.10 3.0.0:3.12 3.3.2:3.10 3.3.2:3.13
+MATRIX_PYTEST_ARGS ?= -q -p no:cacheprovider -m "not slow" --ignore=tests/ui --ignore=tests/test_packaging.py
+
+matrix:
+	@set -e; for pair in $(MATRIX); do \
+	  af=$${pair%%:*}; py=$${pair##*:}; \
+	  interp=$$(command -v python$$py || ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$py.*/bin/python$$py 2>/dev/null | tail -1); \
+	  if [ -z "$$interp" ]; then echo "matrix: no Python $$py found (PATH or pyenv)"; exit 1; fi; \
+	  env=.venv-matrix/af$$af-py$$py; \
+	  echo "== Airflow $$af on $$($$interp -V) in $$env"; \
+	  $(PYTHON) -m uv venv --quiet --allow-existing --python "$$interp" $$env; \
+	  $(PYTHON) -m uv pip install --quiet --python $$env/bin/python "apache-airflow==$$af" -e ".[test]"; \
+	  $$env/bin/python -m pytest $(MATRIX_PYTEST_ARGS) || { echo "matrix: Airflow $$af on Python $$py FAILED"; exit 1; }; \
+	done; echo "matrix: all pairs passed: $(MATRIX)"
+
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .hypothesis build dist *.egg-info
+	rm -rf $(VENV) .venv-matrix .demo .pytest_cache .hypothesis build dist *.egg-info
