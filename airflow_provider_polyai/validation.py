@@ -131,10 +131,13 @@ def validate_encryption(encryption: Any) -> str | None:
     return str(encryption)
 
 
-def validate_metadata(metadata: Any) -> dict[str, Any] | None:
+def validate_metadata(metadata: Any, *, string_values_for: str | None = None) -> dict[str, Any] | None:
     """Return metadata as a dict that fits the API's size limit, or ``None`` when none was given.
 
     A string is accepted when it holds a JSON object, because templated fields render to strings.
+
+    :param string_values_for: name of an API generation that sends metadata as SIP headers and so
+        accepts only string values; ``None`` allows any JSON value, as the primary generation does.
     """
     if metadata is None or metadata == "":
         return None
@@ -153,6 +156,14 @@ def validate_metadata(metadata: Any) -> dict[str, Any] | None:
     bad_keys = [key for key in metadata if not isinstance(key, str)]
     if bad_keys:
         raise PolyAIInvalidInputError(f"metadata keys must be strings; these are not: {bad_keys!r}.")
+    if string_values_for is not None:
+        not_strings = {key: type(value).__name__ for key, value in metadata.items() if not isinstance(value, str)}
+        if not_strings:
+            raise PolyAIInvalidInputError(
+                f"metadata values must be strings for API generation {string_values_for!r}, which sends "
+                f"them as SIP headers; these are not: {not_strings}. Convert each value with str() or "
+                "json.dumps() before passing it."
+            )
     try:
         encoded = json.dumps(dict(metadata), separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as err:
