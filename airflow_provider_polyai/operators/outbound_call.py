@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import time
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
@@ -9,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_polyai.calling_window import CallingWindow
 from airflow_provider_polyai.exceptions import (
     AirflowFailException,
     PolyAICallOutcomeUnknownError,
     PolyAIError,
+    PolyAIInvalidInputError,
     PolyAITransientError,
 )
 from airflow_provider_polyai.models import CallStatus, next_poll_interval
@@ -36,6 +40,9 @@ if TYPE_CHECKING:
 
 #: Key in the task state store that records the call placed by this task instance across its tries.
 CALL_RECORD_KEY = "polyai_outbound_call"
+
+#: Values of ``outside_window``: wait for the calling window to open, or skip the task.
+OUTSIDE_WINDOW_ACTIONS = ("defer", "skip")
 
 
 class TriggerOutboundCallOperator(BaseOperator):
@@ -68,9 +75,19 @@ class TriggerOutboundCallOperator(BaseOperator):
     :param failure_statuses: terminal statuses that fail the task when waiting.
     :param wait_timeout: longest wait for the outcome, from the moment the call is placed.
     :param redial_on_retry: dial again on a retry even if an earlier try placed the call.
+    :param calling_window: local hours and weekdays in which the call may be placed (templated), as a
+        :class:`~airflow_provider_polyai.calling_window.CallingWindow` or its dict form
+        ``{"start": "09:00", "end": "20:00", "weekdays": "mon-fri"}``. It is checked in every time
+        zone of the destination number, and again when a wait for it ends. ``None`` allows any hour.
+        It is not checked when an earlier try already placed the call.
+    :param time_zone: IANA zone (templated) to check the calling window in, instead of the zones
+        phonenumbers gives for the number. Required for numbers whose zone is unknown.
+    :param outside_window: what to do outside the calling window: ``"defer"`` waits until it
+        opens (on the triggerer with ``DateTimeTrigger`` when ``deferrable``, else in the worker),
+        ``"skip"`` skips the task.
     """
 
-    template_fields: Sequence[str] = ("to_number", "country_code", "metadata")
+    template_fields: Sequence[str] = ("to_number", "country_code", "metadata", "calling_window", "time_zone")
     template_fields_renderers = {"metadata": "json"}
     ui_color = "#d9c8f7"
 
@@ -89,6 +106,9 @@ class TriggerOutboundCallOperator(BaseOperator):
         failure_statuses: Iterable[str] = (),
         wait_timeout: timedelta | float = timedelta(hours=1),
         redial_on_retry: bool = False,
+        calling_window: CallingWindow | dict[str, Any] | None = None,
+        time_zone: str | None = None,
+        outside_window: str = "defer",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -109,6 +129,11 @@ class TriggerOutboundCallOperator(BaseOperator):
         if self.wait_timeout <= 0:
             raise ValueError(f"wait_timeout must be positive, got {wait_timeout!r}.")
         self.redial_on_retry = redial_on_retry
+        self.calling_window = _calling_window_field(calling_window)
+        self.time_zone = time_zone
+        if outside_window not in OUTSIDE_WINDOW_ACTIONS:
+            raise ValueError(f"outside_window must be one of {OUTSIDE_WINDOW_ACTIONS}, got {outside_window!r}.")
+        self.outside_window = outside_window
 
     def _hook(self) -> PolyAIHook:
         from airflow_provider_polyai.hooks.polyai import PolyAIHook
@@ -116,6 +141,8 @@ class TriggerOutboundCallOperator(BaseOperator):
         return PolyAIHook(polyai_conn_id=self.polyai_conn_id)
 
     def execute(self, context: Context) -> str:
+        if self.calling_window and not self._earlier_try_recorded_call(context):
+            self._wait_for_calling_window(context)
         call_sid = self._place_call_once(context)
         context["ti"].xcom_push(key=XCOM_CALL_SID_KEY, value=call_sid)
         if not self.wait_for_completion:
@@ -144,6 +171,62 @@ class TriggerOutboundCallOperator(BaseOperator):
         status = status_from_event(event)
         self._finish(context, status)
         return status.call_sid
+
+    def execute_after_window(self, context: Context, event: Any = None) -> str:
+        """Resume when the calling window should have opened: check it again, then dial."""
+        self.log.info("Wait for the calling window of %s ended; checking the window again.", self.to_number)
+        return self.execute(context)
+
+    def _earlier_try_recorded_call(self, context: Context) -> bool:
+        """Return whether an earlier try left a call record, so this try must not wait to dial."""
+        if self.redial_on_retry:
+            return False
+        store = context.get("task_state_store")
+        if store is None:
+            # Without a store a later try fails in _place_call_once; do not make it wait first.
+            return context["ti"].try_number > 1
+        return bool(store.get(CALL_RECORD_KEY))
+
+    def _wait_for_calling_window(self, context: Context) -> None:
+        """Return once the calling window is open in every zone of the number; defer, wait or skip before."""
+        from airflow_provider_polyai import calling_window
+
+        window = _rendered_calling_window(self.calling_window)
+        if window is None:
+            return
+        time_zone = None if self.time_zone in (None, "", "None") else str(self.time_zone)
+        zones = calling_window.time_zones_for(self.to_number, self.country_code, time_zone)
+        while True:
+            check = calling_window.check_calling_window(window, zones, calling_window.utcnow())
+            if check.is_open:
+                self.log.info(
+                    "Calling window %s is open for %s (local time %s); dialling.",
+                    window.describe(),
+                    self.to_number,
+                    check.describe_local_times(),
+                )
+                return
+            if self.outside_window == "skip":
+                message = (
+                    f"Calling window {window.describe()} is closed for {self.to_number} (local time "
+                    f"{check.describe_local_times()}); skipping the call as outside_window='skip' asks. "
+                    f"The window next opens at {check.opens_at:%Y-%m-%d %H:%M:%S} UTC."
+                )
+                self.log.info("%s", message)
+                raise _skip_exception()(message)
+            self.log.info(
+                "Calling window %s is closed for %s (local time %s); waiting until %s UTC (local time %s).",
+                window.describe(),
+                self.to_number,
+                check.describe_local_times(),
+                f"{check.opens_at:%Y-%m-%d %H:%M:%S}",
+                check.describe_local_times(check.opens_at),
+            )
+            if self.deferrable:
+                from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+                self.defer(trigger=DateTimeTrigger(moment=check.opens_at), method_name="execute_after_window")
+            time.sleep(max(0.0, (check.opens_at - calling_window.utcnow()).total_seconds()))
 
     def _place_call_once(self, context: Context) -> str:
         """Return the SID of this task instance's call, dialling only if no earlier try did."""
@@ -217,3 +300,45 @@ class TriggerOutboundCallOperator(BaseOperator):
         self.log.info("Call %s ended: %s (%s)", status.call_sid, status.status, status.reason or "no reason")
         push_outcome(context, status)
         raise_if_failure(status, self.failure_statuses)
+
+
+def _calling_window_field(value: Any) -> Any:
+    """Return the value stored for ``calling_window``: a dict, a template string or ``None``.
+
+    A window is stored in its dict form, which DAG serialization and templating both handle. A dict
+    holding Jinja templates, or a template string, is checked once rendered, in ``execute``.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict) and any(isinstance(item, str) and "{" in item for item in value.values()):
+        return dict(value)
+    return CallingWindow.from_value(value).to_dict()
+
+
+def _rendered_calling_window(value: Any) -> CallingWindow | None:
+    """Return the rendered ``calling_window`` as a window, reading a string as JSON or a Python dict."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text in ("", "None", "null"):
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                raise PolyAIInvalidInputError(
+                    f"calling_window rendered to {text!r}, which is not a dict. Render it as JSON with "
+                    "'| tojson', or set render_template_as_native_obj=True on the DAG."
+                ) from None
+    if value is None:
+        return None
+    return CallingWindow.from_value(value)
+
+
+def _skip_exception() -> type[Exception]:
+    try:
+        from airflow.sdk.exceptions import AirflowSkipException
+    except ImportError:  # Airflow 3.0
+        from airflow.exceptions import AirflowSkipException  # type: ignore[no-redef]
+    return AirflowSkipException
