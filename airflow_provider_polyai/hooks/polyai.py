@@ -12,27 +12,30 @@ from tenacity.wait import wait_base, wait_random_exponential
 from airflow.sdk import BaseHook
 
 from airflow_provider_polyai.exceptions import (
+    PolyAIAPIError,
     PolyAIAuthenticationError,
     PolyAICallNotFoundError,
     PolyAICallOutcomeUnknownError,
     PolyAIError,
     PolyAITransientError,
 )
-from airflow_provider_polyai.hooks.responses import error_for_response, parse_call_sid, parse_call_status
+from airflow_provider_polyai.hooks.responses import error_for_response
 from airflow_provider_polyai.hooks.settings import ConnectionSettings, settings_from_connection
 from airflow_provider_polyai.models import CallStatus
 from airflow_provider_polyai.validation import (
     normalize_country_code,
     normalize_phone_number,
     validate_call_sid,
-    validate_encryption,
-    validate_metadata,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import aiohttp
     import requests
 
+#: Paths of the primary generation; :mod:`~airflow_provider_polyai.hooks.generations` holds every
+#: generation's paths, and the hook takes them from the connection's generation.
 TRIGGER_PATH = "/outbound/trigger"
 STATUS_PATH = "/outbound/status/{call_sid}"
 
@@ -61,15 +64,19 @@ ASYNC_POOL_SIZE = 64
 
 
 class _RetryAfterOrBackoff(wait_base):
-    """Wait what a 429 or 503 asked for in ``Retry-After``, else back off exponentially with jitter."""
+    """Wait what a 429 or 5xx asked for in ``Retry-After``, else back off exponentially with jitter.
+
+    Either wait is capped at ``max_wait``, so a server asking for minutes cannot stall a poke.
+    """
 
     def __init__(self, min_wait: float, max_wait: float) -> None:
+        self._max_wait = max_wait
         self._backoff = wait_random_exponential(multiplier=min_wait, max=max_wait)
 
     def __call__(self, retry_state: RetryCallState) -> float:
         error = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(error, PolyAITransientError) and error.retry_after is not None:
-            return error.retry_after
+            return min(error.retry_after, self._max_wait)
         return self._backoff(retry_state)
 
 
@@ -103,7 +110,9 @@ class PolyAIHook(BaseHook):
     """Interact with PolyAI's outbound calling API.
 
     The connection's host is the API base URL (empty means the US region,
-    ``https://api.us-1.platform.polyai.app``) and its password the connector token. Requests that fail
+    ``https://api.us-1.platform.polyai.app``) and its password the connector token. The extra field
+    ``api_generation`` picks the API generation (``outbound``, the default, ``v1`` or ``agents``; see
+    :mod:`~airflow_provider_polyai.hooks.generations`); every method works the same for each. Requests that fail
     with HTTP 429, 5xx, a connection error or a timeout are retried with exponential backoff, except a
     trigger request that PolyAI may already have accepted: see :meth:`trigger_call`.
 
@@ -137,6 +146,41 @@ class PolyAIHook(BaseHook):
         self._session: requests.Session | None = None
         self._async_session: aiohttp.ClientSession | None = None
         self._async_request_options: tuple[dict[str, str], aiohttp.ClientTimeout] | None = None
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Return the connection form's extra fields, for Airflow versions before 3.2.
+
+        Those versions build the form from WTForms fields; they are imported here, and only if the
+        deployment has them (the FAB provider brings them), because the provider does not need them.
+        """
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import BooleanField, StringField
+
+        from airflow_provider_polyai.get_provider_info import CONNECTION_FIELDS
+
+        timeout = CONNECTION_FIELDS["timeout"]
+        verify_ssl = CONNECTION_FIELDS["verify_ssl"]
+        allow_insecure_http = CONNECTION_FIELDS["allow_insecure_http"]
+        return {
+            "timeout": StringField(
+                lazy_gettext(timeout["label"]),
+                widget=BS3TextFieldWidget(),
+                description=timeout["description"],
+                default=str(timeout["schema"]["default"]),
+            ),
+            "verify_ssl": BooleanField(
+                lazy_gettext(verify_ssl["label"]),
+                description=verify_ssl["description"],
+                default=verify_ssl["schema"]["default"],
+            ),
+            "allow_insecure_http": BooleanField(
+                lazy_gettext(allow_insecure_http["label"]),
+                description=allow_insecure_http["description"],
+                default=allow_insecure_http["schema"]["default"],
+            ),
+        }
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -230,7 +274,20 @@ class PolyAIHook(BaseHook):
             retry_after=response.headers.get("Retry-After"),
             subject=subject,
             conn_id=self.polyai_conn_id,
+            describe=self._error_describer(settings, subject, trigger=method == "POST"),
         )
+
+    def _error_describer(
+        self, settings: ConnectionSettings, subject: str, *, trigger: bool
+    ) -> Callable[[int, str], str | None]:
+        """Return the callback that words an HTTP error the way the connection's generation needs."""
+
+        def describe(status_code: int, detail: str) -> str | None:
+            return settings.generation.describe_error(
+                status_code, detail, subject=subject, conn_id=self.polyai_conn_id, settings=settings, trigger=trigger
+            )
+
+        return describe
 
     def trigger_call(
         self,
@@ -250,23 +307,29 @@ class PolyAIHook(BaseHook):
 
         :param to_number: number to call, in E.164 form unless ``country_code`` is given.
         :param country_code: ISO 3166-1 alpha-2 region, also used to read a national ``to_number``.
-        :param encryption: ``TLS/SRTP`` (PolyAI's default) or ``UDP/RTP``.
-        :param metadata: JSON object passed to the agent as ``conv.integration_attributes``.
+        :param encryption: ``TLS/SRTP`` (PolyAI's default) or ``UDP/RTP``; the ``v1`` and ``agents``
+            generations also accept ``UDP/SRTP`` and ``TLS/RTP``.
+        :param metadata: JSON object passed to the agent as ``conv.integration_attributes``; the
+            ``v1`` and ``agents`` generations send it as SIP headers and accept only string values.
         """
         region = normalize_country_code(country_code)
         number = normalize_phone_number(to_number, region)
-        body: dict[str, Any] = {"to_number": number}
-        if region:
-            body["country_code"] = region
-        if (checked_encryption := validate_encryption(encryption)) is not None:
-            body["encryption"] = checked_encryption
-        if (checked_metadata := validate_metadata(metadata)) is not None:
-            body["metadata"] = checked_metadata
+        settings = self.get_settings()
+        generation = settings.generation
+        body = generation.trigger_body(
+            settings, number, region, generation.check_encryption(encryption), generation.check_metadata(metadata)
+        )
+        path = generation.trigger_path(settings)
         subject = f"the call to {number}"
 
         def send_once() -> str:
             try:
-                response_body = self._send("POST", TRIGGER_PATH, subject=subject, json_body=body)
+                response_body = self._send("POST", path, subject=subject, json_body=body)
+            except PolyAICallNotFoundError as err:
+                if generation.name == "outbound":
+                    raise
+                # A 404 from a newer generation's trigger endpoint is about its set-up, not a call.
+                raise PolyAIAPIError(str(err), status_code=404, error=err.error, code=err.code) from None
             except PolyAITransientError as err:
                 if err.request_sent and err.status_code not in _TRIGGER_NOT_QUEUED_STATUSES:
                     raise PolyAICallOutcomeUnknownError(
@@ -276,7 +339,7 @@ class PolyAIHook(BaseHook):
                     ) from None
                 raise
             try:
-                return parse_call_sid(response_body, subject=subject)
+                return generation.parse_call_sid(response_body, subject=subject)
             except PolyAITransientError as err:
                 raise PolyAICallOutcomeUnknownError(
                     f"{err} The call may have been placed, so it was not sent again."
@@ -289,10 +352,12 @@ class PolyAIHook(BaseHook):
     def get_call_status(self, call_sid: str) -> CallStatus:
         """Return the current status of a call, retrying transient failures."""
         validate_call_sid(call_sid)
-        path = STATUS_PATH.format(call_sid=call_sid)
+        settings = self.get_settings()
+        generation = settings.generation
+        path = generation.status_path(settings, call_sid)
 
         def fetch_once() -> CallStatus:
-            return parse_call_status(call_sid, self._send("GET", path, subject=f"call {call_sid}"))
+            return generation.parse_call_status(call_sid, self._send("GET", path, subject=f"call {call_sid}"))
 
         return Retrying(**self._retrying(PolyAITransientError))(fetch_once)
 
@@ -303,11 +368,12 @@ class PolyAIHook(BaseHook):
         never issued: HTTP 404 means the token was accepted and the call is unknown, as expected.
         """
         try:
+            credential = self.get_settings().generation.credential_name
             self.get_call_status(PROBE_CALL_SID)
         except PolyAICallNotFoundError:
-            return True, f"Connected to {self.get_settings().base_url}: the connector token was accepted."
+            return True, f"Connected to {self.get_settings().base_url}: the {credential} was accepted."
         except PolyAIAuthenticationError as err:
-            return False, f"The connector token was rejected: {err}"
+            return False, f"The {credential} was rejected: {err}"
         except PolyAIError as err:
             return False, str(err)
         return True, f"Connected to {self.get_settings().base_url}."
@@ -332,7 +398,8 @@ class PolyAIHook(BaseHook):
         if self._async_request_options is None:
             self._async_request_options = (settings.headers, aiohttp.ClientTimeout(total=settings.timeout))
         headers, timeout = self._async_request_options
-        path = STATUS_PATH.format(call_sid=call_sid)
+        generation = settings.generation
+        path = generation.status_path(settings, call_sid)
 
         async def fetch_once() -> CallStatus:
             subject = f"call {call_sid}"
@@ -347,10 +414,11 @@ class PolyAIHook(BaseHook):
                             retry_after=response.headers.get("Retry-After"),
                             subject=subject,
                             conn_id=self.polyai_conn_id,
+                            describe=self._error_describer(settings, subject, trigger=False),
                         )
             except (aiohttp.ClientError, asyncio.TimeoutError) as err:
                 raise _transport_error(subject, err, request_sent=True) from None
-            return parse_call_status(call_sid, body)
+            return generation.parse_call_status(call_sid, body)
 
         attempts = self.max_attempts if max_attempts is None else max_attempts
         if attempts == 1:

@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_polyai.exceptions import PolyAIInvalidInputError
+from airflow_provider_polyai.hooks.generations import GENERATIONS, OUTBOUND, ApiGeneration
+from airflow_provider_polyai.models import API_GENERATIONS
+from airflow_provider_polyai.validation import validate_agent_id, validate_environment
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -31,17 +34,26 @@ class ConnectionSettings:
     :param token: the connector token; left out of ``repr`` so it cannot reach a log by accident.
     :param timeout: seconds each request may take.
     :param verify_ssl: whether TLS certificates are verified.
+    :param generation: the API generation the connection uses (extra field ``api_generation``).
+    :param agent_id: the Agents API agent that places the calls; only for the ``agents`` generation.
+    :param environment: the Agents API environment (``sandbox``, ``pre-release`` or ``live``) calls
+        are placed and read in; only for the ``agents`` generation.
+    :param variant_id: the Agents API variant to call with; ``None`` uses the environment's default.
     """
 
     base_url: str
     token: str = field(repr=False)
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     verify_ssl: bool = True
+    generation: ApiGeneration = OUTBOUND
+    agent_id: str | None = None
+    environment: str | None = None
+    variant_id: str | None = None
 
     @property
     def headers(self) -> dict[str, str]:
         """Headers sent with every request."""
-        return {TOKEN_HEADER: self.token, "Accept": "application/json"}
+        return {self.generation.token_header: self.token, "Accept": "application/json"}
 
 
 def _extra_value(extra: dict[str, Any], name: str) -> Any:
@@ -90,10 +102,15 @@ def is_loopback_host(hostname: str) -> bool:
         return False
 
 
-def normalize_base_url(conn_id: str, host: str | None, port: int | None, allow_insecure_http: bool) -> str:
-    """Return the connection's base URL without a trailing slash, or raise if it is unusable."""
+def normalize_base_url(
+    conn_id: str, host: str | None, port: int | None, allow_insecure_http: bool, *, default: str = DEFAULT_BASE_URL
+) -> str:
+    """Return the connection's base URL without a trailing slash, or raise if it is unusable.
+
+    :param default: base URL returned when ``host`` is empty.
+    """
     if not host:
-        return DEFAULT_BASE_URL
+        return default
     raw = host.strip()
     if "://" not in raw:
         raise PolyAIInvalidInputError(
@@ -139,10 +156,73 @@ def settings_from_connection(conn: Connection) -> ConnectionSettings:
             f"Connection {conn_id!r} has no connector token: put the token PolyAI gave you in the "
             "Connector token (password) field."
         )
+    # HTTP clients echo a rejected header value in their error text, so a token with a space, line
+    # break or non-ASCII character would end up in the task log. The message never repeats it.
+    if not all("!" <= char <= "~" for char in token):
+        raise PolyAIInvalidInputError(
+            f"Connection {conn_id!r}: the connector token contains a space, control or non-ASCII "
+            "character, which cannot be sent in an HTTP header. Paste the token again as one line."
+        )
     allow_insecure_http = _as_bool(conn_id, "allow_insecure_http", _extra_value(extra, "allow_insecure_http"), False)
+    generation = _as_generation(conn_id, extra)
+    base_url = normalize_base_url(
+        conn_id, conn.host, conn.port, allow_insecure_http, default=generation.default_base_url
+    )
+    _check_host_matches_generation(conn_id, base_url, generation)
+    agent_id = environment = variant_id = None
+    if generation.name == "agents":
+        agent_id = validate_agent_id(_extra_value(extra, "agent_id"), conn_id=conn_id)
+        environment = validate_environment(_extra_value(extra, "environment"), conn_id=conn_id)
+        variant_id = _as_optional_string(conn_id, "variant_id", _extra_value(extra, "variant_id"))
     return ConnectionSettings(
-        base_url=normalize_base_url(conn_id, conn.host, conn.port, allow_insecure_http),
+        base_url=base_url,
         token=token,
         timeout=_as_timeout(conn_id, _extra_value(extra, "timeout")),
         verify_ssl=_as_bool(conn_id, "verify_ssl", _extra_value(extra, "verify_ssl"), True),
+        generation=generation,
+        agent_id=agent_id,
+        environment=environment,
+        variant_id=variant_id,
     )
+
+
+def _as_generation(conn_id: str, extra: dict[str, Any]) -> ApiGeneration:
+    value = _extra_value(extra, "api_generation")
+    if value is None or value == "":
+        # Agents API fields without a generation almost always mean a forgotten api_generation;
+        # sending them to the primary API would fail later with a less clear 401.
+        stray = [name for name in ("agent_id", "environment") if _extra_value(extra, name) not in (None, "")]
+        if stray:
+            raise PolyAIInvalidInputError(
+                f"Connection {conn_id!r} sets {', '.join(stray)} but no api_generation; set the extra "
+                "field api_generation to 'agents' to use the Agents API, or remove those fields."
+            )
+        return OUTBOUND
+    name = value.strip().lower() if isinstance(value, str) else None
+    if name not in GENERATIONS:
+        raise PolyAIInvalidInputError(
+            f"Connection {conn_id!r}: extra field api_generation is {value!r}; use one of "
+            f"{', '.join(API_GENERATIONS)}, or leave it empty for outbound."
+        )
+    return GENERATIONS[name]
+
+
+def _check_host_matches_generation(conn_id: str, base_url: str, generation: ApiGeneration) -> None:
+    hostname = urlsplit(base_url).hostname or ""
+    if hostname in generation.foreign_hosts:
+        expected = f"{generation.default_base_url} or another region's host"
+        raise PolyAIInvalidInputError(
+            f"Connection {conn_id!r}: host {hostname!r} belongs to another PolyAI API generation than "
+            f"api_generation {generation.name!r}. Use {expected}, or set api_generation to the "
+            "generation this host serves."
+        )
+
+
+def _as_optional_string(conn_id: str, name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or value != value.strip():
+        raise PolyAIInvalidInputError(
+            f"Connection {conn_id!r}: extra field {name!r} is {value!r}; use a string without surrounding spaces."
+        )
+    return value
