@@ -177,3 +177,43 @@ def validate_metadata(metadata: Any, *, string_values_for: str | None = None) ->
             f"{METADATA_MAX_BASE64_BYTES:,}. Send an id and look the details up in the agent instead."
         )
     return dict(metadata)
+
+
+#: Environments of an agent in PolyAI's Agents API. A call's status is read in the environment the
+#: call was placed in.
+AGENT_ENVIRONMENTS = ("sandbox", "pre-release", "live")
+
+# The Agents API does not document the form of an agent id. Letters, digits, ".", "-" and "_" keep
+# "/", "?", "#" and "%" out of the URL path; ".." is rejected separately.
+_AGENT_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def validate_agent_id(agent_id: Any, *, conn_id: str) -> str:
+    """Return the Agents API agent id from connection ``conn_id``, or raise if it is missing or unsafe."""
+    if agent_id is None or (isinstance(agent_id, str) and not agent_id.strip()):
+        raise PolyAIInvalidInputError(
+            f"Connection {conn_id!r} uses api_generation 'agents' but has no agent_id: set the extra "
+            "field agent_id to the id of the agent that places the calls, as shown in Agent Studio."
+        )
+    if not isinstance(agent_id, str) or not _AGENT_ID_PATTERN.fullmatch(agent_id) or ".." in agent_id:
+        raise PolyAIInvalidInputError(
+            f"Connection {conn_id!r}: extra field agent_id {agent_id!r} is invalid; use the agent id "
+            "exactly as PolyAI shows it (letters, digits, '.', '-' and '_', at most 128, no '..')."
+        )
+    return agent_id
+
+
+def validate_environment(environment: Any, *, conn_id: str) -> str:
+    """Return the Agents API environment from connection ``conn_id``, or raise if it is missing or unknown."""
+    if environment is None or environment == "":
+        raise PolyAIInvalidInputError(
+            f"Connection {conn_id!r} uses api_generation 'agents' but has no environment: set the extra "
+            f"field environment to one of {', '.join(AGENT_ENVIRONMENTS)}. The status of a call is only "
+            "found in the environment that placed it."
+        )
+    if environment not in AGENT_ENVIRONMENTS:
+        raise PolyAIInvalidInputError(
+            f"Connection {conn_id!r}: extra field environment {environment!r} is invalid; use one of "
+            f"{', '.join(AGENT_ENVIRONMENTS)} (lower case)."
+        )
+    return str(environment)
