@@ -54,6 +54,8 @@ class PlacedCall:
     placed_at: float
     scenario: CallScenario
     metadata: dict[str, Any] | None
+    country_code: str = "ZZ"
+    encryption: str = "TLS/SRTP"
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -163,7 +165,20 @@ def _validate_trigger_body(body: Any) -> tuple[dict[str, Any] | None, web.Respon
         size = len(base64.b64encode(json.dumps(metadata, separators=(",", ":")).encode()))
         if size >= METADATA_MAX_BASE64_BYTES:
             return None, _error(400, "METADATA_TOO_LARGE", f"metadata is {size} bytes base64-encoded")
-    return {"to_number": to_number, "metadata": metadata}, None
+    return {"to_number": to_number, "metadata": metadata, "country_code": country_code, "encryption": encryption}, None
+
+
+def _placed_call(state: PolyAIServerState, call_sid: str, checked: dict[str, Any]) -> PlacedCall:
+    to_number = checked["to_number"]
+    return PlacedCall(
+        call_sid,
+        to_number,
+        time.monotonic(),
+        state.scenario_for(to_number),
+        checked["metadata"],
+        country_code=checked["country_code"],
+        encryption=checked["encryption"],
+    )
 
 
 async def handle_trigger(request: web.Request) -> web.StreamResponse:
@@ -191,14 +206,10 @@ async def handle_trigger(request: web.Request) -> web.StreamResponse:
         entry["fault"] = fault
         # A slow response still places the call, as a real server that answers late would.
         if fault.startswith("slow:"):
-            state.calls[call_sid] = PlacedCall(
-                call_sid, to_number, time.monotonic(), state.scenario_for(to_number), checked["metadata"]
-            )
+            state.calls[call_sid] = _placed_call(state, call_sid, checked)
             entry["call_sid"] = call_sid
         return await _serve_fault(request, fault, {"call_sid": call_sid})
-    state.calls[call_sid] = PlacedCall(
-        call_sid, to_number, time.monotonic(), state.scenario_for(to_number), checked["metadata"]
-    )
+    state.calls[call_sid] = _placed_call(state, call_sid, checked)
     entry["call_sid"] = call_sid
     entry["status"] = 200
     return web.json_response({"call_sid": call_sid})
@@ -241,7 +252,13 @@ async def handle_admin(request: web.Request) -> web.StreamResponse:
     if request.method == "GET" and action == "calls":
         return web.json_response(
             [
-                {"call_sid": call.call_sid, "to_number": call.to_number, "metadata": call.metadata}
+                {
+                    "call_sid": call.call_sid,
+                    "to_number": call.to_number,
+                    "country_code": call.country_code,
+                    "encryption": call.encryption,
+                    "metadata": call.metadata,
+                }
                 for call in state.calls.values()
             ]
         )
