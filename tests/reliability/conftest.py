@@ -22,6 +22,23 @@ CANARY_TOKEN = "pAI-canary-7Hq2xZ-connector-token"
 CLIENT_TIMEOUT_SECONDS = 0.5
 SLOW_FAULT = "slow:1.5"
 
+# Faults after which a status request is worth repeating, with the HTTP status each reports.
+TRANSIENT_STATUS_FAULTS = [
+    ("500", 500),
+    ("502", 502),
+    ("503", 503),
+    ("504", 504),
+    ("502-html", 502),
+    ("503-html", 503),
+    ("504-html", 504),
+    ("429", 429),
+    ("429:0.05", 429),
+    ("reset", None),
+    (SLOW_FAULT, None),
+    ("truncated", None),
+    ("not-json", None),
+]
+
 
 def admin(server: LocalPolyAIServer, action: str, payload: dict[str, Any] | None = None) -> Any:
     """POST ``payload`` to the server's ``/_local/<action>`` route and return its JSON answer."""

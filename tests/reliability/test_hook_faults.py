@@ -13,26 +13,16 @@ from airflow_provider_polyai.exceptions import (
     PolyAICallOutcomeUnknownError,
     PolyAITransientError,
 )
-from tests.reliability.conftest import SLOW_FAULT, add_faults, fast_hook, log_lines, request_log
+from tests.reliability.conftest import (
+    SLOW_FAULT,
+    TRANSIENT_STATUS_FAULTS,
+    add_faults,
+    fast_hook,
+    log_lines,
+    request_log,
+)
 
 NUMBER = "+14155550103"
-
-# Faults after which a status request is worth repeating, with the HTTP status each reports.
-TRANSIENT_STATUS_FAULTS = [
-    ("500", 500),
-    ("502", 502),
-    ("503", 503),
-    ("504", 504),
-    ("502-html", 502),
-    ("503-html", 503),
-    ("504-html", 504),
-    ("429", 429),
-    ("429:0.05", 429),
-    ("reset", None),
-    (SLOW_FAULT, None),
-    ("truncated", None),
-    ("not-json", None),
-]
 
 PERMANENT_STATUS_FAULTS = [
     ("400", PolyAIAPIError),
