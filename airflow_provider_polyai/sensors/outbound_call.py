@@ -11,6 +11,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow_provider_polyai.exceptions import (
     AirflowFailException,
     PolyAICallNotFoundError,
+    PolyAIInvalidInputError,
     PolyAITransientError,
 )
 from airflow_provider_polyai.models import CallStatus, next_poll_interval
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     import datetime
 
     from airflow.sdk import Context
+    from airflow.triggers.base import StartTriggerArgs
 
     from airflow_provider_polyai.hooks.polyai import PolyAIHook
 
@@ -53,11 +55,22 @@ class OutboundCallStatusSensor(BaseSensorOperator):
     :param call_sid: SID of the call to wait for (templated), for example
         ``call_sid=place_call.output``.
     :param polyai_conn_id: id of the ``polyai`` connection.
-    :param deferrable: wait on the triggerer. Defaults to ``[operators] default_deferrable`` when the
-        deployment sets it, and to ``True`` otherwise.
+    :param deferrable: wait on the triggerer. Defaults to ``True`` unless the deployment sets
+        ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` (see :func:`~airflow_provider_polyai.waiting.default_deferrable`).
     :param poke_interval: seconds between polls while the call is queued or ringing.
     :param in_progress_poke_interval: seconds between polls once the call is in progress.
     :param failure_statuses: terminal statuses that fail the task, for example ``("failed", "busy")``.
+    :param end_from_trigger: when deferred and the call ends in a status outside ``failure_statuses``,
+        end the task from the triggerer with the same XComs, so no worker slot is taken after the
+        wait. Failure statuses, errors and timeouts still resume the task on a worker, where it fails
+        with its message in the task log and without retries, as in the other modes.
+    :param start_from_trigger: start the wait on the triggerer without running on a worker at all.
+        ``call_sid`` must then be a string at parse time: a literal SID or a template that the
+        triggerer can render (``params``, ``dag_run.conf``), not an upstream task's output, because
+        Airflow resolves XCom arguments only on a worker. Airflow 3.3 ignores it for mapped tasks,
+        which run on a worker and defer as usual. ``timeout`` then becomes Airflow's trigger timeout,
+        counted from when the task is scheduled, and a timeout fails the task with Airflow's own
+        message rather than the last status seen.
     """
 
     template_fields: Sequence[str] = ("call_sid",)
@@ -72,6 +85,8 @@ class OutboundCallStatusSensor(BaseSensorOperator):
         poke_interval: float = 3.0,
         in_progress_poke_interval: float = 15.0,
         failure_statuses: Iterable[str] = (),
+        end_from_trigger: bool = True,
+        start_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         validate_intervals(poke_interval, in_progress_poke_interval)
@@ -81,7 +96,37 @@ class OutboundCallStatusSensor(BaseSensorOperator):
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.in_progress_poke_interval = float(in_progress_poke_interval)
         self.failure_statuses = validate_failure_statuses(failure_statuses)
+        self.end_from_trigger = end_from_trigger
+        self.start_from_trigger = start_from_trigger
         self._last_status: str | None = None
+        if start_from_trigger:
+            self.start_trigger_args = self._start_trigger_args()
+
+    def _start_trigger_args(self) -> StartTriggerArgs:
+        # Imported here: airflow.triggers.base adds about 25 ms to every DAG file parse.
+        from airflow.triggers.base import StartTriggerArgs
+
+        if not isinstance(self.call_sid, str):
+            raise PolyAIInvalidInputError(
+                f"start_from_trigger=True needs call_sid as a string at parse time, got "
+                f"{type(self.call_sid).__name__}. Pass a SID or a template the triggerer can render "
+                "(params, dag_run.conf), or drop start_from_trigger to use an upstream task's output."
+            )
+        return StartTriggerArgs(
+            trigger_cls="airflow_provider_polyai.triggers.outbound_call.OutboundCallStatusTrigger",
+            next_method="execute_complete",
+            trigger_kwargs={
+                "call_sid": self.call_sid,
+                "polyai_conn_id": self.polyai_conn_id,
+                "poke_interval": self.poke_interval,
+                "in_progress_poke_interval": self.in_progress_poke_interval,
+                "deadline": None,
+                "last_status": None,
+                "end_from_trigger": self.end_from_trigger,
+                "failure_statuses": sorted(self.failure_statuses),
+            },
+            timeout=timedelta(seconds=self.timeout),
+        )
 
     def _hook(self) -> PolyAIHook:
         from airflow_provider_polyai.hooks.polyai import PolyAIHook
@@ -118,6 +163,8 @@ class OutboundCallStatusSensor(BaseSensorOperator):
                 in_progress_poke_interval=self.in_progress_poke_interval,
                 deadline=deadline,
                 last_status=status.status if status else None,
+                end_from_trigger=self.end_from_trigger,
+                failure_statuses=sorted(self.failure_statuses),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout + DEFERRAL_TIMEOUT_GRACE_SECONDS),
@@ -143,7 +190,8 @@ class OutboundCallStatusSensor(BaseSensorOperator):
             status = self._hook().get_call_status(self.call_sid)
         except PolyAICallNotFoundError as err:
             raise AirflowFailException(explain_not_found(self.call_sid, self._last_status, err)) from err
-        if not status.is_known:
+        # Warned once per change of status, not on every poke that reads it again.
+        if not status.is_known and status.status != self._last_status:
             self.log.warning(
                 "Call %s: PolyAI reported status %r, which its documentation does not list; polling on.",
                 self.call_sid,
@@ -158,7 +206,7 @@ class OutboundCallStatusSensor(BaseSensorOperator):
         """Push the outcome to XCom, then fail the task if the status is a failure status."""
         self.log.info("Call %s ended: %s (%s)", status.call_sid, status.status, status.reason or "no reason")
         push_outcome(context, status)
-        if status.status in self.failure_statuses:
+        if status.matches(self.failure_statuses):
             # The return value is pushed by hand because a failing task returns nothing.
             context["ti"].xcom_push(key="return_value", value=status.to_xcom())
         raise_if_failure(status, self.failure_statuses)

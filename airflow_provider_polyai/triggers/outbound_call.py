@@ -12,7 +12,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_polyai.exceptions import PolyAICallNotFoundError, PolyAIError, PolyAITransientError
 from airflow_provider_polyai.models import CallStatus, next_poll_interval
-from airflow_provider_polyai.waiting import explain_not_found
+from airflow_provider_polyai.waiting import explain_not_found, foreign_failure_statuses
 
 if TYPE_CHECKING:
     from airflow_provider_polyai.hooks.polyai import PolyAIHook
@@ -33,12 +33,21 @@ class OutboundCallStatusTrigger(BaseTrigger):
     The trigger fires one event whose payload has ``event`` set to ``"terminal"`` (with ``status``
     and ``reason``), ``"timeout"`` (with the last status seen) or ``"error"`` (with ``message``).
 
+    With ``end_from_trigger``, a terminal status outside ``failure_statuses`` ends the task from the
+    triggerer instead: the event is a ``TaskSuccessEvent`` whose XComs (``return_value``, ``status``,
+    ``reason``) Airflow stores, so no worker slot is taken after the wait. Every other outcome still
+    resumes the task on a worker. ``dag.test()`` passes only a ``TaskSuccessEvent``'s state to the
+    task, so a trigger that was not started by a triggerer (no ``task_instance`` set) always fires
+    the plain event.
+
     :param call_sid: SID of the call to watch.
     :param polyai_conn_id: id of the ``polyai`` connection.
     :param poke_interval: seconds between polls while the call is queued or ringing.
     :param in_progress_poke_interval: seconds between polls once the call is in progress.
     :param deadline: UNIX time in seconds after which the trigger gives up; ``None`` waits forever.
     :param last_status: status already seen by the task, so the first status change is logged right.
+    :param end_from_trigger: end a successful task from the triggerer, as described above.
+    :param failure_statuses: terminal statuses that fail the task; only read with ``end_from_trigger``.
     """
 
     def __init__(
@@ -49,6 +58,8 @@ class OutboundCallStatusTrigger(BaseTrigger):
         in_progress_poke_interval: float = 15.0,
         deadline: float | None = None,
         last_status: str | None = None,
+        end_from_trigger: bool = False,
+        failure_statuses: list[str] | tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         self.call_sid = call_sid
@@ -57,19 +68,24 @@ class OutboundCallStatusTrigger(BaseTrigger):
         self.in_progress_poke_interval = float(in_progress_poke_interval)
         self.deadline = deadline
         self.last_status = last_status
+        self.end_from_trigger = bool(end_from_trigger)
+        self.failure_statuses = sorted(failure_statuses)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "call_sid": self.call_sid,
-                "polyai_conn_id": self.polyai_conn_id,
-                "poke_interval": self.poke_interval,
-                "in_progress_poke_interval": self.in_progress_poke_interval,
-                "deadline": self.deadline,
-                "last_status": self.last_status,
-            },
-        )
+        kwargs: dict[str, Any] = {
+            "call_sid": self.call_sid,
+            "polyai_conn_id": self.polyai_conn_id,
+            "poke_interval": self.poke_interval,
+            "in_progress_poke_interval": self.in_progress_poke_interval,
+            "deadline": self.deadline,
+            "last_status": self.last_status,
+        }
+        # Left out when off, so the keyword arguments match those of triggers serialized before
+        # these options existed.
+        if self.end_from_trigger:
+            kwargs["end_from_trigger"] = True
+            kwargs["failure_statuses"] = list(self.failure_statuses)
+        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     def _seconds_left(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - time.time()
@@ -82,8 +98,31 @@ class OutboundCallStatusTrigger(BaseTrigger):
                 "status": status.status if status else self.last_status,
                 "reason": status.reason if status else "",
                 "message": message,
+                # Added with API generations: the status in the shared outcome vocabulary, and the
+                # generation that reported it, so the task can rebuild the same CallStatus.
+                "outcome": status.outcome if status else None,
+                "generation": status.generation if status else None,
             }
         )
+
+    def _terminal_event(self, status: CallStatus) -> TriggerEvent:
+        if (
+            self.end_from_trigger
+            and self.task_instance is not None
+            and not status.matches(self.failure_statuses)
+            and not foreign_failure_statuses(self.failure_statuses, status.generation)
+        ):
+            from airflow.triggers.base import TaskSuccessEvent
+
+            return TaskSuccessEvent(
+                xcoms={
+                    "return_value": status.to_xcom(),
+                    "status": status.status,
+                    "reason": status.reason,
+                    "outcome": status.outcome,
+                }
+            )
+        return self._event("terminal", status)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_polyai.hooks.polyai import PolyAIHook
@@ -117,6 +156,7 @@ class OutboundCallStatusTrigger(BaseTrigger):
                 )
                 return
 
+            poll_started = time.monotonic()
             try:
                 latest = await hook.aget_call_status(self.call_sid, max_attempts=1)
             except PolyAITransientError as err:
@@ -155,7 +195,7 @@ class OutboundCallStatusTrigger(BaseTrigger):
                     "Call %s: %s -> %s (%s)", self.call_sid, self.last_status, latest.status, latest.reason or "-"
                 )
                 self.last_status = latest.status
-                yield self._event("terminal", latest)
+                yield self._terminal_event(latest)
                 return
 
             interval = next_poll_interval(latest.status, self.poke_interval, self.in_progress_poke_interval)
@@ -168,5 +208,7 @@ class OutboundCallStatusTrigger(BaseTrigger):
                     interval,
                 )
                 self.last_status = latest.status
+            # The interval runs from the start of the poll, so a slow response does not stretch it.
+            interval -= time.monotonic() - poll_started
             await asyncio.sleep(max(0.0, min(interval, self._seconds_left())))
 
