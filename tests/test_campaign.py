@@ -1,0 +1,68 @@
+"""The campaign example DAG, run with dag.test() on a real metadata database against the local server."""
+
+from __future__ import annotations
+
+import csv
+import json
+import urllib.request
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.conftest import EXAMPLE_DAGS
+
+DAG_ID = "example_polyai_campaign"
+
+# Last digits pick the local server's outcome: 0 completes, 4 is not answered, 5 busy, 6 failed.
+NUMBERS = ["+442079460100", "+442079460104", "+442079460105", "+442079460106", "+14155550110", "+14155550120"]
+
+
+def write_contacts(path: Path, numbers: list[str]) -> Path:
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["contact_id", "name", "to_number", "time_zone"])
+        writer.writeheader()
+        for index, number in enumerate(numbers):
+            writer.writerow({"contact_id": f"T{index}", "name": f"Test {index}", "to_number": number, "time_zone": ""})
+    return path
+
+
+def campaign_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    dagbag = DagBag(dag_folder=str(EXAMPLE_DAGS / "example_polyai_campaign.py"))
+    dag = dagbag.get_dag(DAG_ID)
+    assert dag is not None, dagbag.import_errors
+    return dag
+
+
+def server_calls(server) -> list[dict]:
+    with urllib.request.urlopen(f"{server.base_url}/_local/calls", timeout=10) as response:
+        return json.load(response)
+
+
+def read_report(report_dir: Path) -> list[dict]:
+    (calls_csv,) = report_dir.glob("*/calls.csv")
+    with calls_csv.open() as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.mark.polyai_time_scale(20)
+def test_campaign_reports_every_contact(airflow_db, polyai_connection, tmp_path):
+    from airflow.utils.state import DagRunState
+
+    contacts = write_contacts(tmp_path / "contacts.csv", NUMBERS)
+    conf = {"contacts_csv": str(contacts), "calling_window": None, "report_dir": str(tmp_path / "reports")}
+
+    run = campaign_dag().test(run_conf=conf)
+
+    assert run.state == DagRunState.SUCCESS
+    rows = read_report(tmp_path / "reports")
+    assert [row["to_number"] for row in rows] == NUMBERS
+    assert [row["status"] for row in rows] == ["completed", "no-answer", "busy", "failed", "completed", "completed"]
+    assert all(row["call_sid"].startswith("OUT-") for row in rows)
+    assert sorted(call["to_number"] for call in server_calls(polyai_connection)) == sorted(NUMBERS)
+    summary = (next((tmp_path / "reports").glob("*/summary.txt"))).read_text()
+    assert "completed         3   50.0%" in summary
