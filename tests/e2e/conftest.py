@@ -1,0 +1,56 @@
+"""Fixtures for the end-to-end tests: one real Airflow deployment shared by the whole session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cluster import AirflowCluster
+
+DAG_FILES = sorted((Path(__file__).parent / "dags").glob("*.py"))
+
+# The deployment in use, so a failing test's report can show where its logs are.
+_ACTIVE: list[AirflowCluster] = []
+
+
+@pytest.fixture(scope="session")
+def airflow_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowCluster]:
+    """A running scheduler, triggerer, dag-processor, api-server and local PolyAI server.
+
+    Starting it takes about 45 s on a 2-core machine, so the session shares one. A test that kills
+    or adds triggerers calls :func:`restore_triggerer` when it ends.
+    """
+    cluster = AirflowCluster(tmp_path_factory.mktemp("airflow-e2e"), dag_files=DAG_FILES, parallelism=4)
+    cluster.start()
+    _ACTIVE.append(cluster)
+    try:
+        yield cluster
+    finally:
+        _ACTIVE.remove(cluster)
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster(airflow_cluster: AirflowCluster) -> Iterator[AirflowCluster]:
+    """The shared deployment with exactly one triggerer running again after the test."""
+    yield airflow_cluster
+    restore_triggerer(airflow_cluster)
+
+
+def restore_triggerer(cluster: AirflowCluster) -> None:
+    """Leave exactly one running triggerer with the default capacity."""
+    for name in cluster.triggerers():
+        if name != "triggerer-1" or len(cluster.triggerers()) > 1:
+            cluster.stop_component(name)
+    if not cluster.triggerers():
+        cluster.start_triggerer()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _ACTIVE and item.get_closest_marker("e2e"):
+        report.sections.append(("Airflow deployment logs", _ACTIVE[0].describe_logs()))
