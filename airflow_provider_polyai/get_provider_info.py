@@ -56,7 +56,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "PolyAI",
-                "python-modules": ["airflow_provider_polyai.triggers.outbound_call"],
+                "python-modules": [
+                    "airflow_provider_polyai.triggers.outbound_call",
+                    "airflow_provider_polyai.triggers.outbound_calls_batch",
+                ],
             },
         ],
         "sensors": [
