@@ -39,19 +39,21 @@ MATRIX ?= 3.1.1:3.10 3.1.1:3.13 3.3.2:3.10 3.3.2:3.13
 MATRIX_PYTEST_ARGS ?= -q -p no:cacheprovider -m "not slow" --ignore=tests/ui
 
 matrix:
-	@set -e; for pair in $(MATRIX); do \
+	@failed=; for pair in $(MATRIX); do \
 	  af=$${pair%%:*}; py=$${pair##*:}; \
 	  interp=; for cand in $$(command -v python$$py) $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$py.*/bin/python$$py 2>/dev/null); do \
 	    if "$$cand" -V >/dev/null 2>&1; then interp=$$cand; break; fi; \
 	  done; \
-	  if [ -z "$$interp" ]; then echo "matrix: no Python $$py found (PATH or pyenv)"; exit 1; fi; \
+	  if [ -z "$$interp" ]; then echo "matrix: no Python $$py found (PATH or pyenv)"; failed="$$failed $$pair"; continue; fi; \
 	  env=.venv-matrix/af$$af-py$$py; \
 	  echo "== Airflow $$af on $$($$interp -V) in $$env"; \
-	  $(PYTHON) -m uv venv --quiet --allow-existing --python "$$interp" $$env; \
 	  pins=; case $$af in 3.1.*) pins="structlog<25.5";; esac; \
-	  $(PYTHON) -m uv pip install --quiet --python $$env/bin/python "apache-airflow==$$af" $$pins -e ".[test]"; \
-	  $$env/bin/python -m pytest $(MATRIX_PYTEST_ARGS) || { echo "matrix: Airflow $$af on Python $$py FAILED"; exit 1; }; \
-	done; echo "matrix: all pairs passed: $(MATRIX)"
+	  $(PYTHON) -m uv venv --quiet --allow-existing --python "$$interp" $$env \
+	    && $(PYTHON) -m uv pip install --quiet --python $$env/bin/python "apache-airflow==$$af" $$pins -e ".[test]" \
+	    && $$env/bin/python -m pytest $(MATRIX_PYTEST_ARGS) || failed="$$failed $$pair"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "matrix: FAILED (airflow:python):$$failed"; exit 1; fi; \
+	echo "matrix: all pairs passed: $(MATRIX)"
 
 clean:
 	rm -rf $(VENV) .venv-matrix .demo .pytest_cache .hypothesis build dist *.egg-info

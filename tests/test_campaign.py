@@ -30,7 +30,10 @@ def write_contacts(path: Path, numbers: list[str]) -> Path:
 
 
 def campaign_dag():
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.1
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
     dagbag = DagBag(dag_folder=str(EXAMPLE_DAGS / "example_polyai_campaign.py"))
     dag = dagbag.get_dag(DAG_ID)

@@ -12,7 +12,10 @@ DAG_ID = "example_polyai_outbound_calls"
 @pytest.mark.polyai_time_scale(20)
 def test_example_dag_reports_every_outcome(airflow_db, polyai_connection, tmp_path, monkeypatch):
     monkeypatch.setenv("POLYAI_REPORT_DIR", str(tmp_path))
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.1
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
     from airflow.utils.state import DagRunState
 
     dagbag = DagBag(dag_folder=str(EXAMPLE_DAGS))
