@@ -3,6 +3,11 @@
 Run against the local PolyAI server, the numbers below end in digits that choose their outcome:
 0 and 8 complete, 4 is not answered, 5 is busy and 6 fails. Against PolyAI itself, replace them with
 numbers you are allowed to call.
+
+The DAG works unchanged with every PolyAI API generation: the ``polyai_default`` connection's
+``api_generation`` extra picks one. The report shows each call's raw status and its outcome, which
+reads the same in every generation (the v1 and agents generations report busy and unanswered calls
+as ``failed``).
 """
 
 from __future__ import annotations
@@ -52,19 +57,26 @@ with DAG(
         rows = []
         for number, outcome in zip(numbers, outcomes):
             # A wait that failed before any outcome (for example a revoked token) pushed nothing.
-            outcome = outcome or {"call_sid": "", "status": "unknown", "reason": "no outcome recorded"}
+            outcome = outcome or {
+                "call_sid": "",
+                "status": "unknown",
+                "reason": "no outcome recorded",
+                "outcome": "unknown",
+            }
             rows.append({"to_number": number, **outcome})
         report_dir = Path(os.environ.get("POLYAI_REPORT_DIR", "polyai_reports"))
         report_dir.mkdir(parents=True, exist_ok=True)
         path = report_dir / f"{(run_id or 'manual').replace(':', '_').replace('+', '_')}.csv"
         with path.open("w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=["call_sid", "to_number", "status", "reason"])
+            writer = csv.DictWriter(file, fieldnames=["call_sid", "to_number", "status", "reason", "outcome"])
             writer.writeheader()
             writer.writerows(rows)
 
-        header = f"{'CALL SID':<42} {'NUMBER':<15} {'STATUS':<11} REASON"
+        header = f"{'CALL SID':<42} {'NUMBER':<15} {'STATUS':<11} {'OUTCOME':<11} REASON"
         lines = [header] + [
-            f"{row['call_sid']:<42} {row['to_number']:<15} {row['status']:<11} {row['reason']}" for row in rows
+            f"{row['call_sid']:<42} {row['to_number']:<15} {row['status']:<11} {row.get('outcome', ''):<11} "
+            f"{row['reason']}"
+            for row in rows
         ]
         print("\n".join(lines))
         print(f"Report written to {path}")
