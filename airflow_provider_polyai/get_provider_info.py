@@ -24,6 +24,31 @@ CONNECTION_FIELDS: dict[str, Any] = {
         "schema": {"type": ["boolean", "null"], "default": False},
         "description": "Send the connector token over http:// to a host other than localhost. Unsafe.",
     },
+    # API generations. No defaults: an empty field means the primary generation, and a stored
+    # default would be written into every connection saved from the form.
+    "api_generation": {
+        "label": "API generation",
+        "schema": {"type": ["string", "null"], "enum": ["outbound", "v1", "agents"]},
+        "description": (
+            "PolyAI API the project uses: outbound (POST /outbound/trigger, the default when empty), "
+            "v1 (/v1/outbound-calling) or agents (the Agents API, X-API-KEY in the password field)."
+        ),
+    },
+    "agent_id": {
+        "label": "Agent ID (agents only)",
+        "schema": {"type": ["string", "null"]},
+        "description": "Agents API only, required: the agent that places the calls.",
+    },
+    "environment": {
+        "label": "Agent environment (agents only)",
+        "schema": {"type": ["string", "null"], "enum": ["sandbox", "pre-release", "live"]},
+        "description": "Agents API only, required: environment calls are placed and read in.",
+    },
+    "variant_id": {
+        "label": "Variant ID (agents only)",
+        "schema": {"type": ["string", "null"]},
+        "description": "Agents API only, optional: variant to call with; empty uses the default.",
+    },
 }
 
 FIELD_BEHAVIOUR: dict[str, Any] = {

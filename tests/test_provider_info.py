@@ -90,7 +90,15 @@ def test_connection_type_matches_hook_attributes():
 
 
 def test_connection_fields_match_extras_the_hook_reads():
-    assert set(_connection_type()["conn-fields"]) == {"timeout", "verify_ssl", "allow_insecure_http"}
+    assert set(_connection_type()["conn-fields"]) == {
+        "timeout",
+        "verify_ssl",
+        "allow_insecure_http",
+        "api_generation",
+        "agent_id",
+        "environment",
+        "variant_id",
+    }
 
 
 @pytest.mark.parametrize("name", ["timeout", "verify_ssl", "allow_insecure_http"])

@@ -1,7 +1,8 @@
 """A local server that speaks PolyAI's outbound calling API, for demos and tests without an account.
 
 It implements ``POST /outbound/trigger`` and ``GET /outbound/status/{call_sid}`` with the documented
-validation, error bodies and statuses. A call's status moves from ``queued`` through ``ringing`` (and
+validation, error bodies and statuses, and the same for the ``v1`` and ``agents`` API generations
+(see :mod:`airflow_provider_polyai.testing.server_generations`). A call's status moves from ``queued`` through ``ringing`` (and
 ``in-progress`` when answered) to a terminal status over time; the outcome is chosen by the
 destination number (see :mod:`airflow_provider_polyai.testing.scenarios`) or scripted per number.
 
@@ -56,6 +57,10 @@ class PlacedCall:
     metadata: dict[str, Any] | None
     country_code: str = "ZZ"
     encryption: str = "TLS/SRTP"
+    generation: str = "outbound"
+    agent_id: str | None = None
+    environment: str | None = None
+    variant_id: str | None = None
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -80,6 +85,10 @@ class PolyAIServerState:
         self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
         self.revoked_tokens: set[str] = set()
         self.forgotten_sids: set[str] = set()
+        # Agents API only: keys answered with 403, and, when set, the environments each agent has
+        # an outbound connector in (others get 404 on trigger).
+        self.forbidden_tokens: set[str] = set()
+        self.agent_environments: dict[str, set[str]] | None = None
 
     def scenario_for(self, to_number: str) -> CallScenario:
         return self.scripted.get(to_number) or default_scenario(to_number)
@@ -95,6 +104,8 @@ class PolyAIServerState:
         self.requests.clear()
         self.revoked_tokens.clear()
         self.forgotten_sids.clear()
+        self.forbidden_tokens.clear()
+        self.agent_environments = None
 
 
 STATE_KEY = web.AppKey("state", PolyAIServerState)
@@ -109,8 +120,14 @@ def _check_token(state: PolyAIServerState, request: web.Request) -> web.Response
     return None
 
 
-async def _serve_fault(request: web.Request, fault: str, normal: dict[str, Any]) -> web.StreamResponse:
-    """Answer ``request`` with ``fault`` in place of the normal JSON body ``normal``."""
+async def _serve_fault(
+    request: web.Request, fault: str, normal: dict[str, Any], error_body: Any = None
+) -> web.StreamResponse:
+    """Answer ``request`` with ``fault`` in place of the normal JSON body ``normal``.
+
+    :param error_body: builds an error response from status, code and message, for API generations
+        whose error bodies differ; defaults to the primary generation's.
+    """
     parts = parse_fault(fault)
     if parts["slow"]:
         await asyncio.sleep(float(parts["slow"]))
@@ -132,7 +149,7 @@ async def _serve_fault(request: web.Request, fault: str, normal: dict[str, Any])
         page = f"<html><head><title>{status}</title></head><body><h1>{status}</h1>proxy error</body></html>"
         return web.Response(text=page, status=status, content_type="text/html", headers=headers)
     codes = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 429: "RATE_LIMITED"}
-    response = _error(status, codes.get(status, "INTERNAL_ERROR"), f"injected fault {fault}")
+    response = (error_body or _error)(status, codes.get(status, "INTERNAL_ERROR"), f"injected fault {fault}")
     if headers:
         response.headers.update(headers)
     return response
@@ -227,7 +244,7 @@ async def handle_status(request: web.Request) -> web.StreamResponse:
         entry["status"] = 400
         return _error(400, "INVALID_CALL_SID", f"invalid call SID format: {call_sid!r}")
     call = state.calls.get(call_sid)
-    if call is None or call_sid in state.forgotten_sids:
+    if call is None or call_sid in state.forgotten_sids or call.generation != "outbound":
         entry["status"] = 404
         return _error(404, "NOT_FOUND", "call SID not found")
     status, reason = state.status_of(call)
@@ -258,6 +275,10 @@ async def handle_admin(request: web.Request) -> web.StreamResponse:
                     "country_code": call.country_code,
                     "encryption": call.encryption,
                     "metadata": call.metadata,
+                    "generation": call.generation,
+                    "agent_id": call.agent_id,
+                    "environment": call.environment,
+                    "variant_id": call.variant_id,
                 }
                 for call in state.calls.values()
             ]
@@ -279,6 +300,10 @@ async def handle_admin(request: web.Request) -> web.StreamResponse:
             state.revoked_tokens.add(data["token"])
         elif action == "forget-call":
             state.forgotten_sids.add(data["call_sid"])
+        elif action == "forbid-token":
+            state.forbidden_tokens.add(data["token"])
+        elif action == "agent-environments":
+            state.agent_environments = {agent: set(environments) for agent, environments in data.items()}
         else:
             return _error(404, "NOT_FOUND", f"unknown admin route /_local/{action}")
     except (KeyError, TypeError, ValueError) as err:
@@ -293,6 +318,10 @@ def create_app(state: PolyAIServerState | None = None) -> web.Application:
     app.router.add_post("/outbound/trigger", handle_trigger)
     app.router.add_get("/outbound/status/{call_sid}", handle_status)
     app.router.add_route("*", "/_local/{action}", handle_admin)
+    # Imported here because that module builds on this one's helpers.
+    from airflow_provider_polyai.testing.server_generations import add_generation_routes
+
+    add_generation_routes(app)
     return app
 
 
@@ -333,9 +362,26 @@ class LocalPolyAIServer:
     def token(self) -> str:
         return sorted(self.state.tokens)[0]
 
-    def connection_json(self, token: str | None = None) -> str:
-        """Return the ``AIRFLOW_CONN_<ID>`` value of a ``polyai`` connection to this server."""
-        return json.dumps({"conn_type": "polyai", "host": self.base_url, "password": token or self.token})
+    def connection_json(
+        self,
+        token: str | None = None,
+        *,
+        api_generation: str | None = None,
+        agent_id: str = "local-agent",
+        environment: str = "sandbox",
+    ) -> str:
+        """Return the ``AIRFLOW_CONN_<ID>`` value of a ``polyai`` connection to this server.
+
+        :param api_generation: ``v1`` or ``agents`` to use that API generation; ``None`` for the
+            primary one. ``agent_id`` and ``environment`` are only written for ``agents``.
+        """
+        conn: dict[str, Any] = {"conn_type": "polyai", "host": self.base_url, "password": token or self.token}
+        if api_generation:
+            extra: dict[str, str] = {"api_generation": api_generation}
+            if api_generation == "agents":
+                extra.update(agent_id=agent_id, environment=environment)
+            conn["extra"] = extra
+        return json.dumps(conn)
 
     def start(self) -> LocalPolyAIServer:
         ready = threading.Event()
