@@ -69,3 +69,37 @@ def test_campaign_reports_every_contact(airflow_db, polyai_connection, tmp_path)
     assert sorted(call["to_number"] for call in server_calls(polyai_connection)) == sorted(NUMBERS)
     summary = (next((tmp_path / "reports").glob("*/summary.txt"))).read_text()
     assert "completed         3   50.0%" in summary
+
+
+@pytest.mark.polyai_time_scale(20)
+def test_campaign_retry_never_dials_twice(airflow_db, polyai_server, tmp_path, monkeypatch):
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    monkeypatch.setenv("POLYAI_CAMPAIGN_RETRY_DELAY_SECONDS", "0")
+    # A 1-second read timeout turns a slow answer into an unknown outcome quickly.
+    connection = {"conn_type": "polyai", "host": polyai_server.base_url, "password": polyai_server.token}
+    monkeypatch.setenv("AIRFLOW_CONN_POLYAI_DEFAULT", json.dumps({**connection, "extra": {"timeout": 1}}))
+    rejected = NUMBERS[:2]
+    accepted_unanswered = NUMBERS[2]
+    for number in rejected:
+        # Five 429s use up the hook's attempts, so the first try fails before PolyAI accepts the call.
+        polyai_server.state.faults.add_rule({"endpoint": "trigger", "to_number": number, "faults": ["429:0"] * 5})
+    # The server places this call but answers after the client gave up: the outcome is unknown.
+    polyai_server.state.faults.add_rule({"endpoint": "trigger", "to_number": accepted_unanswered, "faults": ["slow:3"]})
+    contacts = write_contacts(tmp_path / "contacts.csv", NUMBERS)
+    conf = {"contacts_csv": str(contacts), "calling_window": None, "report_dir": str(tmp_path / "reports")}
+
+    run = campaign_dag().test(run_conf=conf)
+
+    assert run.state == DagRunState.SUCCESS
+    calls = Counter(call["to_number"] for call in server_calls(polyai_server))
+    assert calls == Counter(NUMBERS)
+    retried = run.get_task_instance("place_call", map_index=0)
+    assert retried.try_number == 2
+    assert retried.state == TaskInstanceState.SUCCESS
+    unanswered = run.get_task_instance("place_call", map_index=2)
+    assert unanswered.state == TaskInstanceState.FAILED
+    assert unanswered.try_number == 1
+    statuses = {row["to_number"]: row["status"] for row in read_report(tmp_path / "reports")}
+    assert statuses[rejected[0]] == "completed"
+    assert statuses[accepted_unanswered] == "place-failed"

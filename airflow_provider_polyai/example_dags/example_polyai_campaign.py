@@ -8,7 +8,7 @@ Steps:
    contact's own time zone, defers until it opens, then places the call. Airflow paces the campaign:
    ``max_active_tis_per_dagrun`` caps how many contacts are dialled at once, and ``pool`` shares
    one limit between all campaigns using the same PolyAI account.
-3. ``wait_for_call`` waits for every call on the triggerer, without holding worker slots.
+3. ``wait_for_calls`` waits for all the calls with one trigger, without holding a worker slot.
 4. ``report`` writes one CSV row per contact (contact, call SID, status, reason) and a summary by
    outcome, and prints both.
 
@@ -31,7 +31,7 @@ from typing import Any
 from airflow.sdk import DAG, Param, get_current_context, task
 
 from airflow_provider_polyai.operators.outbound_call import TriggerOutboundCallOperator
-from airflow_provider_polyai.sensors.outbound_call import OutboundCallStatusSensor
+from airflow_provider_polyai.sensors.outbound_calls_batch import OutboundCallsBatchSensor
 
 DAG_ID = "example_polyai_campaign"
 CONTACTS_CSV = Path(__file__).parent / "data" / "campaign_contacts.csv"
@@ -45,8 +45,16 @@ RETRY_DELAY = timedelta(seconds=float(os.environ.get("POLYAI_CAMPAIGN_RETRY_DELA
 
 REPORT_FIELDS = ("contact_id", "name", "to_number", "call_sid", "status", "reason")
 
-#: Report status of a contact whose call was never placed.
+#: Report status of a contact that was not called.
 NOT_CALLED = "not-called"
+
+#: Report status and reason of a contact without a call SID, by the state of its place_call instance.
+NOT_PLACED_REASONS = {
+    "skipped": (NOT_CALLED, "outside the calling window"),
+    "upstream_failed": (NOT_CALLED, "an upstream task failed"),
+    # Either PolyAI rejected the request, or it may have accepted it without a response reaching us.
+    "failed": ("place-failed", "no call SID: see the place_call log; the call may have been placed"),
+}
 
 
 def _call_kwargs(contact: dict[str, Any]) -> dict[str, Any]:
@@ -145,15 +153,16 @@ with DAG(
         retry_delay=RETRY_DELAY,
     ).expand_kwargs(contacts.map(_call_kwargs))
 
-    # Runs for the calls that were placed even when some contacts could not be called.
-    wait_for_call = OutboundCallStatusSensor.partial(
-        task_id="wait_for_call",
+    # all_done: waits for the calls that were placed even when some contacts could not be called.
+    wait_for_calls = OutboundCallsBatchSensor(
+        task_id="wait_for_calls",
         trigger_rule="all_done",
+        call_sids=place_call.output,
         deferrable=True,
         poke_interval=3,
         in_progress_poke_interval=15,
         timeout=timedelta(hours=2),
-    ).expand(call_sid=place_call.output)
+    )
 
     @task(trigger_rule="all_done")
     def report(contacts: list[dict], report_dir: str = "None") -> dict[str, Any]:
@@ -163,10 +172,8 @@ with DAG(
         run_id = context["run_id"]
         indexes = list(range(len(contacts)))
         call_sids = ti.xcom_pull(task_ids="place_call", map_indexes=indexes) if indexes else []
-        outcomes = ti.xcom_pull(task_ids="wait_for_call") or []
-        if isinstance(outcomes, dict):
-            outcomes = [outcomes]
-        outcome_by_sid = {outcome["call_sid"]: outcome for outcome in outcomes if outcome}
+        # {call_sid: {"status", "reason"}}, pushed by the batch sensor even when it fails.
+        outcome_by_sid = ti.xcom_pull(task_ids="wait_for_calls") or {}
         states = _map_index_states(ti, run_id, "place_call")
 
         rows = []
@@ -175,12 +182,8 @@ with DAG(
             row = {key: contact[key] for key in ("contact_id", "name", "to_number")}
             if not call_sid:
                 state = states.get(index, "unknown")
-                reason = {
-                    "skipped": "outside the calling window",
-                    "failed": "placing the call failed; see the place_call log",
-                    "upstream_failed": "an upstream task failed",
-                }.get(state, f"place_call ended in state {state}")
-                rows.append({**row, "call_sid": "", "status": NOT_CALLED, "reason": reason})
+                status, reason = NOT_PLACED_REASONS.get(state, (NOT_CALLED, f"place_call ended in state {state}"))
+                rows.append({**row, "call_sid": "", "status": status, "reason": reason})
                 continue
             outcome = outcome_by_sid.get(call_sid)
             if outcome is None:
@@ -205,7 +208,7 @@ with DAG(
         print(f"Report written to {folder / 'calls.csv'} and {folder / 'summary.txt'}")
         return {"report_dir": str(folder), "contacts": len(rows), "by_status": dict(counts)}
 
-    wait_for_call >> report(contacts, report_dir="{{ params.report_dir }}")
+    wait_for_calls >> report(contacts, report_dir="{{ params.report_dir }}")
 
 
 def _map_index_states(ti: Any, run_id: str, task_id: str) -> dict[int, str]:
