@@ -90,7 +90,10 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [
             {
                 "integration-name": "PolyAI",
-                "python-modules": ["airflow_provider_polyai.sensors.outbound_call"],
+                "python-modules": [
+                    "airflow_provider_polyai.sensors.outbound_call",
+                    "airflow_provider_polyai.sensors.outbound_calls_batch",
+                ],
             },
         ],
         "operators": [
