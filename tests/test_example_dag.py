@@ -8,6 +8,16 @@ from tests.conftest import EXAMPLE_DAGS
 
 DAG_ID = "example_polyai_outbound_calls"
 
+# Status and reason of each mapped wait, in the order of the DAG's NUMBERS; the local server picks
+# them by each number's last digit.
+EXPECTED_OUTCOMES = [
+    ("completed", "call ended normally"),
+    ("completed", "customer confirmed the appointment"),
+    ("no-answer", "no answer after 30 seconds"),
+    ("busy", "destination busy"),
+    ("failed", "carrier rejected the call"),
+]
+
 
 @pytest.mark.polyai_time_scale(20)
 def test_example_dag_reports_every_outcome(airflow_db, polyai_connection, tmp_path, monkeypatch):
@@ -29,3 +39,15 @@ def test_example_dag_reports_every_outcome(airflow_db, polyai_connection, tmp_pa
     assert [row["status"] for row in report] == ["completed", "completed", "no-answer", "busy", "failed"]
     assert all(row["call_sid"].startswith("OUT-") for row in report)
     assert len(list(tmp_path.glob("*.csv"))) == 1
+
+    for map_index, (status, reason) in enumerate(EXPECTED_OUTCOMES):
+        sensor_ti = run.get_task_instance("wait_for_call", map_index=map_index)
+        pulled = {
+            key: sensor_ti.xcom_pull(task_ids="wait_for_call", key=key, map_indexes=map_index)
+            for key in ("status", "reason", "return_value")
+        }
+        placed_sid = sensor_ti.xcom_pull(task_ids="place_call", key="call_sid", map_indexes=map_index)
+        assert sensor_ti.state == "success", map_index
+        assert pulled["status"] == status, map_index
+        assert pulled["reason"] == reason, map_index
+        assert pulled["return_value"]["call_sid"] == placed_sid, map_index
