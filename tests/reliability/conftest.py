@@ -41,7 +41,7 @@ TRANSIENT_STATUS_FAULTS = [
 
 
 def admin(server: LocalPolyAIServer, action: str, payload: dict[str, Any] | None = None) -> Any:
-    """POST ``payload`` to the server's ``/_local/<action>`` route and return its JSON answer."""
+    """POST ``payload`` to the server's ``/_local/<action>`` route and return its JSON response."""
     data = json.dumps(payload or {}).encode()
     request = urllib.request.Request(
         f"{server.base_url}/_local/{action}", data=data, headers={"Content-Type": "application/json"}

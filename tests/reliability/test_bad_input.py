@@ -201,7 +201,7 @@ def test_base_url_trailing_slash_normalised(server, monkeypatch):
     assert paths == ["/outbound/trigger", f"/outbound/status/{call_sid}"]
 
 
-def test_plain_http_to_remote_host_refused_before_lookup(monkeypatch, name_lookups):
+def test_hook_refuses_plain_http_remote(monkeypatch, name_lookups):
     hook = _hook_for(monkeypatch, host="http://example.invalid", password=CANARY_TOKEN)
 
     with pytest.raises(PolyAIInvalidInputError) as caught:
@@ -211,7 +211,7 @@ def test_plain_http_to_remote_host_refused_before_lookup(monkeypatch, name_looku
     assert name_lookups == []
 
 
-def test_plain_http_to_remote_host_refused_in_async_hook(monkeypatch, name_lookups):
+def test_async_hook_refuses_plain_http_remote(monkeypatch, name_lookups):
     hook = _hook_for(monkeypatch, host="http://example.invalid", password=CANARY_TOKEN)
 
     async def read() -> None:

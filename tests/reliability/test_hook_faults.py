@@ -81,7 +81,7 @@ def test_async_status_survives_fault_burst(placed_call, fault, _code):
 
 
 @pytest.mark.parametrize(("fault", "code"), TRANSIENT_STATUS_FAULTS)
-def test_sync_status_raises_transient_when_attempts_run_out(placed_call, fault, code):
+def test_sync_status_exhausts_attempts(placed_call, fault, code):
     server, call_sid = placed_call
     add_faults(server, [fault] * 3, call_sid=call_sid)
 
@@ -95,7 +95,7 @@ def test_sync_status_raises_transient_when_attempts_run_out(placed_call, fault, 
 
 
 @pytest.mark.parametrize(("fault", "code"), TRANSIENT_STATUS_FAULTS)
-def test_async_status_raises_transient_when_attempts_run_out(placed_call, fault, code):
+def test_async_status_exhausts_attempts(placed_call, fault, code):
     server, call_sid = placed_call
     add_faults(server, [fault] * 4, call_sid=call_sid)
 
@@ -161,7 +161,7 @@ def test_sync_status_honours_retry_after(placed_call, capfd):
 
 def test_sync_status_caps_retry_after_at_max_wait(placed_call, capfd):
     server, call_sid = placed_call
-    # Without the cap this test would sleep for the full 100 s the server asks for.
+    # Without the cap this test would sleep for the full 100 s the server requests.
     add_faults(server, ["429:100"], call_sid=call_sid)
     hook = fast_hook()
     hook.retry_max_wait = 0.2
@@ -197,7 +197,7 @@ def test_trigger_call_never_resends_when_outcome_unknown(fast_server, connect, f
     assert len(request_log(fast_server)) == 1
 
 
-def test_trigger_call_raises_transient_when_attempts_run_out(fast_server, connect):
+def test_trigger_call_exhausts_attempts(fast_server, connect):
     connect(fast_server)
     add_faults(fast_server, ["503"] * 3, endpoint="trigger")
 

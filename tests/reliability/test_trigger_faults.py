@@ -78,7 +78,7 @@ def test_trigger_survives_fault_burst(busy_call, capfd, fault, _code):
     assert f"({expected_failures} in a row)" in failures[-1]
 
 
-def test_trigger_waits_through_unknown_status_and_warns_once(busy_call, capfd):
+def test_trigger_warns_once_on_unknown_status(busy_call, capfd):
     server, call_sid = busy_call
     add_faults(server, ["status:on-hold"] * 3, call_sid=call_sid)
     capfd.readouterr()
@@ -92,7 +92,7 @@ def test_trigger_waits_through_unknown_status_and_warns_once(busy_call, capfd):
     assert "'on-hold'" in warnings[0]
 
 
-def test_trigger_ends_at_deadline_when_faults_never_stop(busy_call):
+def test_trigger_times_out_under_endless_faults(busy_call):
     server, call_sid = busy_call
     admin(server, "random-faults", {"probability": 1.0, "kinds": ["503-html", "reset"], "seed": 1})
 
@@ -105,7 +105,7 @@ def test_trigger_ends_at_deadline_when_faults_never_stop(busy_call):
 
 def test_trigger_deadline_beats_long_retry_after(busy_call):
     server, call_sid = busy_call
-    # PolyAI asks for a day; the trigger may wait at most until its own deadline.
+    # The server requests a day; the trigger may wait at most until its own deadline.
     add_faults(server, ["429:86400"], call_sid=call_sid)
 
     async def run_guarded() -> list:
