@@ -45,12 +45,32 @@ async def floor_poll(session, path: str, headers: dict[str, str], interval: floa
         await asyncio.sleep(interval - (loop.time() - started))
 
 
-async def ticker(lags: list[float]) -> None:
-    # Oversleep of a short sleep is how long the loop was busy with other work when the timer fired.
+async def ticker(lags: list[float], busy_lags: list[float]) -> None:
+    # Oversleep of a short sleep is how long the loop was busy with other work when the timer fired,
+    # or how long the process waited for the CPU. The CPU time this process used during the tick
+    # bounds the first part, so ``busy_lags`` leaves out waits caused by other processes.
     while True:
         started = time.perf_counter()
+        cpu_started = time.process_time()
         await asyncio.sleep(TICK_SECONDS)
-        lags.append(time.perf_counter() - started - TICK_SECONDS)
+        lag = time.perf_counter() - started - TICK_SECONDS
+        lags.append(lag)
+        busy_lags.append(max(0.0, min(lag, time.process_time() - cpu_started)))
+
+
+class GCPauses:
+    """Durations of the garbage collector's runs, from ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.pauses: list[tuple[int, float]] = []
+        gc.callbacks.append(self)
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self.started))
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -106,7 +126,9 @@ async def run(args: argparse.Namespace) -> dict:
     gc.collect()
     rss_before = rss_bytes()
     lags: list[float] = []
-    tick_task = asyncio.ensure_future(ticker(lags))
+    busy_lags: list[float] = []
+    tick_task = asyncio.ensure_future(ticker(lags, busy_lags))
+    gc_pauses = GCPauses()
     tasks: list[asyncio.Task] = []
 
     # Starts are spread over one interval, as a triggerer picks up deferred tasks over time.
@@ -119,6 +141,9 @@ async def run(args: argparse.Namespace) -> dict:
     rss_steady = rss_bytes()
     heap_objects = len(gc.get_objects())
     lags.clear()
+    busy_lags.clear()
+    gc_pauses.pauses.clear()
+    load_before = os.getloadavg()[0]
     gc_before = [stat["collections"] for stat in gc.get_stats()]
     cpu_before = time.process_time()
     wall_before = time.time()
@@ -127,6 +152,9 @@ async def run(args: argparse.Namespace) -> dict:
     wall_after = time.time()
     gc_runs = [stat["collections"] - before for stat, before in zip(gc.get_stats(), gc_before)]
     window_lags = list(lags)
+    window_busy_lags = list(busy_lags)
+    window_gc = list(gc_pauses.pauses)
+    load_after = os.getloadavg()[0]
 
     tick_task.cancel()
     for task in tasks:
@@ -149,6 +177,11 @@ async def run(args: argparse.Namespace) -> dict:
         "lag_max_ms": max(window_lags) * 1000,
         "lag_mean_ms": statistics.fmean(window_lags) * 1000,
         "gc_runs": gc_runs,
+        "busy_lag_p50_ms": percentile(window_busy_lags, 0.50) * 1000,
+        "busy_lag_p99_ms": percentile(window_busy_lags, 0.99) * 1000,
+        "gc_full_pause_max_ms": max((d for g, d in window_gc if g == 2), default=0.0) * 1000,
+        "gc_total_ms": sum(d for _, d in window_gc) * 1000,
+        "load_average": (load_before + load_after) / 2,
         "tasks_failed": len(failed),
         "heap_objects": heap_objects,
     }

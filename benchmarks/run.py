@@ -181,7 +181,8 @@ def main() -> None:
                         f"{name:<11} {mode:<7} polls/s {result['polls_per_s']:8.1f} of {result['requested_per_s']:7.1f}"
                         f"  CPU/poll {result['cpu_us_per_poll']:7.1f} us  lag p50 {result['lag_p50_ms']:6.2f} ms"
                         f"  p99 {result['lag_p99_ms']:7.2f} ms  RSS/call {result['bytes_per_call'] / 1024:6.2f} KiB"
-                        f"  gc runs by generation {result['gc_runs']}",
+                        f"  busy-lag p99 {result['busy_lag_p99_ms']:6.2f} ms  full GC max {result['gc_full_pause_max_ms']:.0f} ms"
+                        f"  GC runs {result['gc_runs']}  load {result['load_average']:.1f}",
                         flush=True,
                     )
         finally:
