@@ -84,6 +84,10 @@ class Component:
         self.process.wait(timeout=30)
         self._log_file.close()
 
+    def terminate(self) -> None:
+        """SIGTERM the process group without waiting."""
+        self._signal_group(signal.SIGTERM)
+
     def stop(self) -> None:
         """SIGTERM the process group, then SIGKILL whatever is left of it after a grace period."""
         self._signal_group(signal.SIGTERM)
@@ -143,6 +147,8 @@ class AirflowCluster:
         self._session = requests.Session()
         self._token = ""
         self._triggerer_count = 0
+        #: ``--capacity`` of each triggerer started, by component name; ``None`` is Airflow's default.
+        self.triggerer_capacity: dict[str, int | None] = {}
         self.env: dict[str, str] = {}
 
     # -- start and stop ---------------------------------------------------------------------------
@@ -170,7 +176,11 @@ class AirflowCluster:
 
     def stop(self) -> None:
         """Stop every component and the server; safe to call twice and after a failed start."""
-        for component in reversed(list(self.components.values())):
+        components = list(self.components.values())
+        # Signal all first, so the components shut down in parallel.
+        for component in components:
+            component.terminate()
+        for component in components:
             component.stop()
         self.components.clear()
         self._session.close()
@@ -292,6 +302,7 @@ class AirflowCluster:
         if capacity is not None:
             args += ["--capacity", str(capacity)]
         self._start(name, args)
+        self.triggerer_capacity[name] = capacity
         return name
 
     def triggerers(self) -> list[str]:

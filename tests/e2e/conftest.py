@@ -41,11 +41,12 @@ def cluster(airflow_cluster: AirflowCluster) -> Iterator[AirflowCluster]:
 
 def restore_triggerer(cluster: AirflowCluster) -> None:
     """Leave exactly one running triggerer with the default capacity."""
-    for name in cluster.triggerers():
-        if name != "triggerer-1" or len(cluster.triggerers()) > 1:
-            cluster.stop_component(name)
-    if not cluster.triggerers():
-        cluster.start_triggerer()
+    running = cluster.triggerers()
+    if len(running) == 1 and cluster.triggerer_capacity[running[0]] is None:
+        return
+    for name in running:
+        cluster.stop_component(name)
+    cluster.start_triggerer()
 
 
 @pytest.hookimpl(hookwrapper=True)
