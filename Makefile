@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: venv demo test lint matrix clean
+.PHONY: venv demo test lint matrix bench clean
 
 venv: $(STAMP)
 
@@ -54,6 +54,11 @@ matrix:
 	done; \
 	if [ -n "$$failed" ]; then echo "matrix: FAILED (airflow:python):$$failed"; exit 1; fi; \
 	echo "matrix: all pairs passed: $(MATRIX)"
+
+# Polling cost of the triggers against the local server, about 8 minutes on 2 CPUs; see benchmarks/RESULTS.md.
+bench: venv
+	$(PYTHON) -m uv pip install --quiet --python $(BIN)/python -e ".[bench]"
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-matrix .demo .pytest_cache .hypothesis build dist *.egg-info
