@@ -180,6 +180,16 @@ class PolyAIHook(BaseHook):
                 description=allow_insecure_http["description"],
                 default=allow_insecure_http["schema"]["default"],
             ),
+            # The API generation fields are free text here; the hook validates them when it reads the
+            # connection and names the allowed values.
+            **{
+                name: StringField(
+                    lazy_gettext(CONNECTION_FIELDS[name]["label"]),
+                    widget=BS3TextFieldWidget(),
+                    description=CONNECTION_FIELDS[name]["description"],
+                )
+                for name in ("api_generation", "agent_id", "environment", "variant_id")
+            },
         }
 
     @classmethod

@@ -238,7 +238,16 @@ def test_form_saves_polyai_connection(page, api_server, polyai_ui_server):
     assert stored["conn_type"] == "polyai"
     assert stored["host"] == polyai_ui_server.base_url
     assert stored["port"] is None
-    assert json.loads(stored["extra"]) == {"timeout": 10, "verify_ssl": True, "allow_insecure_http": False}
+    # The form stores the API generation fields as null when left empty; the hook reads null as unset.
+    assert json.loads(stored["extra"]) == {
+        "timeout": 10,
+        "verify_ssl": True,
+        "allow_insecure_http": False,
+        "api_generation": None,
+        "agent_id": None,
+        "environment": None,
+        "variant_id": None,
+    }
 
 
 def test_connection_test_endpoint_reaches_local_server(page, api_server, polyai_ui_server):
