@@ -8,7 +8,7 @@ from tests.conftest import EXAMPLE_DAGS
 
 DAG_ID = "example_polyai_outbound_calls"
 
-# Status and reason of each mapped wait, in the order of the DAG's NUMBERS; the local server picks
+# Status and reason of each mapped wait, in the order of the DAG's NUMBERS. The local server picks
 # them by each number's last digit.
 EXPECTED_OUTCOMES = [
     ("completed", "call ended normally"),

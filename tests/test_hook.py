@@ -22,7 +22,7 @@ from airflow_provider_polyai.testing.server import LocalPolyAIServer
 UNKNOWN_SID = "OUT-00000000-1111-2222-3333-444444444444"
 NUMBER = "+14155550120"
 
-# One scripted scenario per documented status; a phase of 600 s holds the call in it for the test.
+# One scripted scenario per documented status. A phase of 600 s keeps the call in it for the test.
 HOLD = 600.0
 STATUS_SCENARIOS = {
     "queued": {"queued_seconds": HOLD},
@@ -345,7 +345,7 @@ def test_trigger_call_read_timeout_is_not_retried(polyai_server, monkeypatch):
     with pytest.raises(PolyAICallOutcomeUnknownError):
         _hook(max_attempts=5).trigger_call(NUMBER)
 
-    # The server placed the call and answered too late: exactly one person is rung.
+    # The server placed the call but responded after the client timed out: one person is rung once.
     assert len(_calls(polyai_server)) == 1
     assert len(_request_log(polyai_server, "POST")) == 1
 

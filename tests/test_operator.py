@@ -23,7 +23,7 @@ BUSY_NUMBER = "+14155550165"
 
 
 class _RecordingTaskInstance:
-    """Stands in for the task instance in direct ``execute`` calls; records XCom pushes."""
+    """Test double for the task instance in direct ``execute`` calls. It records XCom pushes."""
 
     def __init__(self, try_number: int = 1) -> None:
         self.try_number = try_number
@@ -69,7 +69,7 @@ def _trigger_requests(server) -> list[dict]:
 
 
 def _run(request, operator_class=TriggerOutboundCallOperator, *, params: dict | None = None, **kwargs):
-    """Run a one-task DAG with ``operator_class(**kwargs)`` through dag.test(); return run and TI."""
+    """Run a one-task DAG with ``operator_class(**kwargs)`` through dag.test(). Return the run and TI."""
     dag_id = re.sub(r"\W", "_", request.node.name)
     with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False, params=params or {}) as dag:
         options = {"poke_interval": 0.1, "in_progress_poke_interval": 0.2, **kwargs}

@@ -25,7 +25,7 @@ BUSY_NUMBER = "+14155550155"
 
 
 class _RecordingTaskInstance:
-    """Stands in for the task instance in direct ``execute`` calls; records XCom pushes."""
+    """Test double for the task instance in direct ``execute`` calls. It records XCom pushes."""
 
     def __init__(self) -> None:
         self.xcoms: dict[str, object] = {}
@@ -62,7 +62,7 @@ def _status_reads(server) -> list[dict]:
 
 
 def _run_place_and_wait(request, number: str, **sensor_kwargs):
-    """Run a DAG that places a call to ``number`` and waits for it; return the run and the sensor's TI."""
+    """Run a DAG that places a call to ``number`` and waits for it. Return the run and the sensor's TI."""
     dag_id = re.sub(r"\W", "_", request.node.name)
     with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
         place = TriggerOutboundCallOperator(task_id="place", to_number=number)
@@ -306,7 +306,7 @@ def test_sensor_reschedule_mode_frees_slot_between_pokes(airflow_db, polyai_conn
     from airflow.utils.session import create_session
     from sqlalchemy import func, select
 
-    # At 4x the default call takes 4 s of wall time; dag.test() checks for due reschedules each
+    # At 4x the default call takes 4 s of wall time. dag.test() looks for due reschedules once a
     # second, so the sensor is rescheduled about three times.
     run, ti = _run_place_and_wait(request, COMPLETED_NUMBER, deferrable=False, mode="reschedule")
     with create_session() as session:

@@ -127,7 +127,7 @@ def test_server_rejects_bad_token_on_trigger(polyai_server, token):
 
 
 def test_server_checks_token_before_body(polyai_server):
-    # An invalid body with a wrong token must still answer 401: the token is checked first.
+    # An invalid body with a wrong token must still get 401, because the token is checked first.
     response = Client(polyai_server, "wrong-token").trigger({"to_number": "bad"})
 
     assert response.status_code == 401
