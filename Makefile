@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m uv pip install --quiet --python $(BIN)/python "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test]"
 	touch $(STAMP)
 
+# API_GENERATION=v1 or agents runs the demo against that PolyAI API generation.
 demo: venv
-	$(BIN)/python scripts/demo.py
+	POLYAI_API_GENERATION=$(API_GENERATION) $(BIN)/python scripts/demo.py
 
 test: venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

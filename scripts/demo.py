@@ -4,6 +4,9 @@ Steps: start the local server on a free loopback port, create a throwaway SQLite
 run ``airflow dags test example_polyai_outbound_calls``, print the report the DAG wrote, then print
 how often the server was polled in each call phase, and stop the server. Airflow's own output goes to
 ``.demo/dags-test.log``.
+
+``POLYAI_API_GENERATION`` (``outbound``, the default, ``v1`` or ``agents``; ``make demo
+API_GENERATION=agents``) picks the PolyAI API generation the connection uses. The DAG is the same.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / ".demo"
 DAG_ID = "example_polyai_outbound_calls"
 TOKEN = "local-test-token"
+API_GENERATION = os.environ.get("POLYAI_API_GENERATION") or "outbound"
 
 
 def _bin(name: str) -> str:
@@ -47,6 +51,16 @@ def start_server() -> tuple[subprocess.Popen, str]:
     sys.exit("The local PolyAI server did not start within 10 s.")
 
 
+def connection_json(base_url: str) -> str:
+    """Return the demo connection to the local server, for the API generation chosen."""
+    conn: dict[str, object] = {"conn_type": "polyai", "host": base_url, "password": TOKEN}
+    if API_GENERATION == "agents":
+        conn["extra"] = {"api_generation": "agents", "agent_id": "demo-agent", "environment": "sandbox"}
+    elif API_GENERATION != "outbound":
+        conn["extra"] = {"api_generation": API_GENERATION}
+    return json.dumps(conn)
+
+
 def airflow_env(base_url: str) -> dict[str, str]:
     airflow_home = DEMO_DIR / "airflow"
     env = {
@@ -55,7 +69,7 @@ def airflow_env(base_url: str) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "airflow_provider_polyai" / "example_dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
-        "AIRFLOW_CONN_POLYAI_DEFAULT": json.dumps({"conn_type": "polyai", "host": base_url, "password": TOKEN}),
+        "AIRFLOW_CONN_POLYAI_DEFAULT": connection_json(base_url),
         "POLYAI_REPORT_DIR": str(DEMO_DIR / "reports"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
@@ -81,9 +95,10 @@ def print_report() -> None:
     with reports[-1].open() as file:
         rows = list(csv.DictReader(file))
     print(f"\nCall outcomes ({reports[-1].relative_to(ROOT)}):")
-    print(f"  {'CALL SID':<42} {'NUMBER':<15} {'STATUS':<11} REASON")
+    print(f"  {'CALL SID':<42} {'NUMBER':<15} {'STATUS':<11} {'OUTCOME':<11} REASON")
     for row in rows:
-        print(f"  {row['call_sid']:<42} {row['to_number']:<15} {row['status']:<11} {row['reason']}")
+        outcome = row.get("outcome") or ""
+        print(f"  {row['call_sid']:<42} {row['to_number']:<15} {row['status']:<11} {outcome:<11} {row['reason']}")
 
 
 def print_schedule(base_url: str) -> None:
@@ -99,7 +114,8 @@ def print_schedule(base_url: str) -> None:
         for (earlier, status), (later, _) in zip(series, series[1:]):
             gaps[status].append(later - earlier)
     print("\nStatus polls received by the local server (gap after a poll that read each status):")
-    for status in ("queued", "ringing", "in-progress"):
+    # Open statuses of every API generation, in the order a call passes through them.
+    for status in ("queued", "QUEUED", "ringing", "in-progress", "calling", "CALLING"):
         values = gaps.get(status)
         if values:
             print(f"  {status:<12} {len(values):>3} gaps, {min(values):5.1f}-{max(values):5.1f} s")
@@ -108,10 +124,12 @@ def print_schedule(base_url: str) -> None:
 
 
 def main() -> None:
+    if API_GENERATION not in ("outbound", "v1", "agents"):
+        sys.exit(f"POLYAI_API_GENERATION is {API_GENERATION!r}; use outbound, v1 or agents.")
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     DEMO_DIR.mkdir()
     server, base_url = start_server()
-    print(f"Local PolyAI server running at {base_url}")
+    print(f"Local PolyAI server running at {base_url} (API generation {API_GENERATION})")
     try:
         run_airflow(airflow_env(base_url), DEMO_DIR / "dags-test.log")
         print_report()
