@@ -416,6 +416,17 @@ def test_trigger_call_refused_every_time_raises_transient(monkeypatch):
     assert excinfo.value.request_sent is False
 
 
+def test_trigger_call_invalid_port_sends_nothing(monkeypatch):
+    # Caught when the settings are read: at request time it would look like a possibly placed call.
+    conn = {"conn_type": "polyai", "host": "http://127.0.0.1:99999", "password": "t"}
+    monkeypatch.setenv("AIRFLOW_CONN_POLYAI_DEFAULT", json.dumps(conn))
+
+    with pytest.raises(ValueError) as excinfo:
+        _hook().trigger_call(NUMBER)
+
+    assert "invalid port" in str(excinfo.value)
+
+
 # -- timeouts -----------------------------------------------------------------------------------
 
 

@@ -260,6 +260,9 @@ def test_settings_allow_http_to_loopback():
         ("ftp://api.uk-1.platform.polyai.app", "is invalid"),
         ("http://api.uk-1.platform.polyai.app", "over plain HTTP"),
         ("http://localhost.example.com", "over plain HTTP"),
+        ("https://api.uk-1.platform.polyai.app:abc", "invalid port"),
+        ("https://api.uk-1.platform.polyai.app:70000", "invalid port"),
+        ("https://api.uk-1.platform.polyai.app:0", "invalid port"),
     ],
 )
 def test_settings_reject_bad_host(host, fragment):

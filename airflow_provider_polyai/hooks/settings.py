@@ -140,8 +140,19 @@ def normalize_base_url(
             f"{parts.hostname!r}. Use https://, or set the extra field allow_insecure_http to true "
             "if this host is a trusted test server."
         )
+    # An invalid port would otherwise surface only at request time, as a transport error that makes
+    # a trigger request look as if it may have reached PolyAI.
+    try:
+        url_port = parts.port
+    except ValueError:  # not a number, or above 65535
+        url_port = -1
+    if url_port is not None and not 0 < url_port <= 65535:
+        raise PolyAIInvalidInputError(
+            f"Connection {conn_id!r}: API base URL {raw!r} has an invalid port; "
+            "use a number from 1 to 65535, or leave the port out for the scheme's default."
+        )
     netloc = parts.netloc
-    if port and parts.port is None:
+    if port and url_port is None:
         netloc = f"{netloc}:{port}"
     return f"{parts.scheme}://{netloc}"
 
