@@ -197,9 +197,14 @@ class OutboundCallStatusSensor(BaseSensorOperator):
                 self.call_sid,
                 status.status,
             )
-        if status.status != self._last_status:
+        if status.status != self._last_status and status.is_terminal:
             self.log.info("Call %s: %s -> %s", self.call_sid, self._last_status, status.status)
-            self._last_status = status.status
+        elif status.status != self._last_status:
+            interval = next_poll_interval(status.status, self.poke_interval, self.in_progress_poke_interval)
+            self.log.info(
+                "Call %s: %s -> %s, next poll in %.0f s", self.call_sid, self._last_status, status.status, interval
+            )
+        self._last_status = status.status
         return status
 
     def _finish(self, context: Context, status: CallStatus) -> dict[str, str]:
