@@ -151,11 +151,10 @@ class PolyAIHook(BaseHook):
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """Return the connection form's extra fields, for Airflow versions before 3.2.
 
-        Those versions build the form from WTForms fields; they are imported here, and only if the
-        deployment has them (the FAB provider brings them), because the provider does not need them.
+        Those versions build the form from WTForms fields; WTForms is imported here, and only if the
+        deployment has it (the FAB provider brings it), because the provider does not need it. Without
+        WTForms, Airflow logs that the form widgets are missing and shows the standard fields.
         """
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
         from wtforms import BooleanField, StringField
 
         from airflow_provider_polyai.get_provider_info import CONNECTION_FIELDS
@@ -165,18 +164,17 @@ class PolyAIHook(BaseHook):
         allow_insecure_http = CONNECTION_FIELDS["allow_insecure_http"]
         return {
             "timeout": StringField(
-                lazy_gettext(timeout["label"]),
-                widget=BS3TextFieldWidget(),
+                timeout["label"],
                 description=timeout["description"],
                 default=str(timeout["schema"]["default"]),
             ),
             "verify_ssl": BooleanField(
-                lazy_gettext(verify_ssl["label"]),
+                verify_ssl["label"],
                 description=verify_ssl["description"],
                 default=verify_ssl["schema"]["default"],
             ),
             "allow_insecure_http": BooleanField(
-                lazy_gettext(allow_insecure_http["label"]),
+                allow_insecure_http["label"],
                 description=allow_insecure_http["description"],
                 default=allow_insecure_http["schema"]["default"],
             ),
