@@ -334,6 +334,17 @@ def test_operator_rejected_trigger_clears_record(airflow_db, polyai_connection, 
     assert _stored_record(ti) is None
 
 
+def test_operator_missing_connection_does_not_block_retry(airflow_db, polyai_connection, request):
+    # Nothing was sent, so the second try must report the missing connection again rather than
+    # claim that an earlier trigger request may have placed a call.
+    run, ti = _run(request, to_number=COMPLETED_NUMBER, polyai_conn_id="polyai_missing", retries=1, retry_delay=timedelta(0))
+
+    assert ti.state == "failed"
+    assert ti.try_number == 2
+    assert _stored_record(ti) is None
+    assert _trigger_requests(polyai_connection) == []
+
+
 def test_operator_without_store_refuses_second_try(polyai_connection):
     operator = TriggerOutboundCallOperator(task_id="place", to_number=COMPLETED_NUMBER)
 

@@ -182,8 +182,7 @@ class PolyAIHook(BaseHook):
             # connection and names the allowed values.
             **{
                 name: StringField(
-                    lazy_gettext(CONNECTION_FIELDS[name]["label"]),
-                    widget=BS3TextFieldWidget(),
+                    CONNECTION_FIELDS[name]["label"],
                     description=CONNECTION_FIELDS[name]["description"],
                 )
                 for name in ("api_generation", "agent_id", "environment", "variant_id")

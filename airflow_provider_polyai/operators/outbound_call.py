@@ -258,9 +258,13 @@ class TriggerOutboundCallOperator(BaseOperator):
                 "then clear this task with redial_on_retry=True if the person was not called."
             )
 
+        # The connection is read before the record is written: a missing connection raises an Airflow
+        # error outside the cleanup below and would leave a record that blocks every later try.
+        hook = self._hook()
+        hook.get_settings()
         store.set(CALL_RECORD_KEY, {"call_sid": None, "to_number": str(self.to_number)})
         try:
-            call_sid = self._hook().trigger_call(
+            call_sid = hook.trigger_call(
                 self.to_number, country_code=self.country_code, encryption=self.encryption, metadata=self.metadata
             )
         except PolyAICallOutcomeUnknownError:
