@@ -47,7 +47,7 @@ def default_deferrable() -> bool:
     try:
         from airflow.sdk.configuration import conf
     except ImportError:  # Airflow 3.1 has no airflow.sdk.configuration yet.
-        from airflow.configuration import conf  # type: ignore[no-redef]
+        from airflow.configuration import conf
 
     if "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE" in os.environ:
         return conf.getboolean("operators", "default_deferrable", fallback=True)
