@@ -325,3 +325,19 @@ def test_sensor_poke_run_logs_each_transition(airflow_db, polyai_connection, req
     assert ti.state == "success"
     assert f"Call {call_sid}: None -> " in out
     assert f"Call {call_sid}: ended: completed" in out or f"Call {call_sid} ended: completed" in out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sensor_run_times_out_without_retries(airflow_db, polyai_connection, request, mode):
+    requests.post(
+        f"{polyai_connection.base_url}/_local/scenarios",
+        json={COMPLETED_NUMBER: {"queued_seconds": 0, "ringing_seconds": 600}},
+        timeout=5,
+    ).raise_for_status()
+
+    run, ti = _run_place_and_wait(request, COMPLETED_NUMBER, timeout=1, retries=2, **mode)
+
+    assert ti.state == "failed"
+    # Airflow does not retry a sensor that timed out, in any mode.
+    assert ti.try_number == 1
+    assert ti.xcom_pull(task_ids="wait", key="status") is None
