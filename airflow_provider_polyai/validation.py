@@ -16,7 +16,8 @@ from airflow_provider_polyai.exceptions import PolyAIInvalidInputError
 
 CALL_SID_PREFIX = "OUT-"
 
-# The API documents only the "OUT-" prefix; the rest has been a UUID so far. Allowing letters, digits,
+# All three API generations (outbound, v1, agents) document only the "OUT-" prefix; the rest has
+# been a UUID so far. Allowing letters, digits,
 # "-" and "_" accepts any future id while keeping "/", "?", "#", "%" and ".." out of the URL path.
 _CALL_SID_PATTERN = re.compile(r"OUT-[A-Za-z0-9_-]{1,128}")
 

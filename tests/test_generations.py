@@ -10,6 +10,7 @@ from datetime import datetime
 
 import pytest
 import requests
+
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -156,7 +157,9 @@ def test_call_status_to_xcom_adds_outcome():
     }
 
 
-@pytest.mark.parametrize(("status", "expected"), [("QUEUED", 2.0), ("queued", 2.0), ("calling", 20.0), ("CALLING", 20.0)])
+@pytest.mark.parametrize(
+    ("status", "expected"), [("QUEUED", 2.0), ("queued", 2.0), ("calling", 20.0), ("CALLING", 20.0)]
+)
 def test_next_poll_interval_newer_generations(status, expected):
     assert next_poll_interval(status, 2.0, 20.0) == expected
 
@@ -326,7 +329,8 @@ def test_settings_v1_rejects_agents_host():
 
 
 @pytest.mark.parametrize(
-    ("generation", "header"), [(OUTBOUND, "X-PolyAi-Auth-Token"), (LEGACY_V1, "X-PolyAi-Auth-Token"), (AGENTS, "X-API-KEY")]
+    ("generation", "header"),
+    [(OUTBOUND, "X-PolyAi-Auth-Token"), (LEGACY_V1, "X-PolyAi-Auth-Token"), (AGENTS, "X-API-KEY")],
 )
 def test_settings_headers_use_generation_header(generation, header):
     settings = ConnectionSettings(base_url="http://127.0.0.1:1", token="tok", generation=generation)
@@ -367,7 +371,9 @@ def test_v1_body_leaves_out_unknown_region():
     assert LEGACY_V1.trigger_body(settings, "+14155550150", "ZZ", None, None) == {"to_number": "+14155550150"}
 
 
-@pytest.mark.parametrize(("value", "expected"), [("TLS/SRTP", "tls_srtp"), ("UDP/RTP", "udp_rtp"), ("tls_rtp", "tls_rtp")])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("TLS/SRTP", "tls_srtp"), ("UDP/RTP", "udp_rtp"), ("tls_rtp", "tls_rtp")]
+)
 def test_agents_encryption_spelled_snake_case(value, expected):
     assert AGENTS.check_encryption(value) == expected
 

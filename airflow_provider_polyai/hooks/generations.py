@@ -12,7 +12,7 @@ A connection picks its generation with the extra field ``api_generation``:
     ``GET .../outbound-calls/{call_sid}/status?environment=...`` on ``https://api.{us,eu,uk,studio}.poly.ai``,
     header ``X-API-KEY``.
 
-Each strategy holds what differs: paths, auth header, request body, response fields, statuses,
+Each strategy contains what differs: paths, auth header, request body, response fields, statuses,
 metadata and encryption rules, retention, and the wording of errors. The hook, trigger, sensor and
 operator call these methods and stay the same for every generation.
 """
@@ -43,7 +43,7 @@ V1_ENCRYPTION_VALUES = ("UDP/RTP", "UDP/SRTP", "TLS/RTP", "TLS/SRTP")
 
 
 class ApiGeneration:
-    """What one generation of the outbound calling API needs: paths, header, body and status rules.
+    """The rules of one generation of the outbound calling API: paths, header, body and statuses.
 
     Instances hold no connection state and are shared; per-connection values (agent id,
     environment) come from the :class:`~airflow_provider_polyai.hooks.settings.ConnectionSettings`
@@ -54,7 +54,7 @@ class ApiGeneration:
     name: ClassVar[str]
     #: Header that carries the credential from the connection's password field.
     token_header: ClassVar[str]
-    #: What the credential is called in this generation's documentation and in our messages.
+    #: Name of the credential in this generation's documentation and in error messages.
     credential_name: ClassVar[str]
     #: Base URL used when the connection's host is empty.
     default_base_url: ClassVar[str]
@@ -64,7 +64,7 @@ class ApiGeneration:
     retention: ClassVar[str]
     #: Whether metadata values must be strings (sent as SIP headers).
     string_metadata_only: ClassVar[bool]
-    #: Field of the trigger response that holds the call SID.
+    #: Field of the trigger response that contains the call SID.
     call_sid_field: ClassVar[str] = "call_sid"
 
     def __repr__(self) -> str:

@@ -175,16 +175,19 @@ def settings_from_connection(conn: Connection) -> ConnectionSettings:
             "character, which cannot be sent in an HTTP header. Paste the token again as one line."
         )
     allow_insecure_http = _as_bool(conn_id, "allow_insecure_http", _extra_value(extra, "allow_insecure_http"), False)
+
     generation = _as_generation(conn_id, extra)
     base_url = normalize_base_url(
         conn_id, conn.host, conn.port, allow_insecure_http, default=generation.default_base_url
     )
     _check_host_matches_generation(conn_id, base_url, generation)
+
     agent_id = environment = variant_id = None
     if generation.name == "agents":
         agent_id = validate_agent_id(_extra_value(extra, "agent_id"), conn_id=conn_id)
         environment = validate_environment(_extra_value(extra, "environment"), conn_id=conn_id)
         variant_id = _as_optional_string(conn_id, "variant_id", _extra_value(extra, "variant_id"))
+
     return ConnectionSettings(
         base_url=base_url,
         token=token,
@@ -210,7 +213,7 @@ def _as_generation(conn_id: str, extra: dict[str, Any]) -> ApiGeneration:
             )
         return OUTBOUND
     name = value.strip().lower() if isinstance(value, str) else None
-    if name not in GENERATIONS:
+    if name is None or name not in GENERATIONS:
         raise PolyAIInvalidInputError(
             f"Connection {conn_id!r}: extra field api_generation is {value!r}; use one of "
             f"{', '.join(API_GENERATIONS)}, or leave it empty for outbound."

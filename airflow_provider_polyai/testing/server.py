@@ -1,10 +1,11 @@
 """A local server that speaks PolyAI's outbound calling API, for demos and tests without an account.
 
 It implements ``POST /outbound/trigger`` and ``GET /outbound/status/{call_sid}`` with the documented
-validation, error bodies and statuses, and the same for the ``v1`` and ``agents`` API generations
-(see :mod:`airflow_provider_polyai.testing.server_generations`). A call's status moves from ``queued`` through ``ringing`` (and
-``in-progress`` when answered) to a terminal status over time; the outcome is chosen by the
-destination number (see :mod:`airflow_provider_polyai.testing.scenarios`) or scripted per number.
+validation, error bodies and statuses, and the same for the ``v1`` and ``agents`` API
+generations (see :mod:`airflow_provider_polyai.testing.server_generations`). A call's status
+moves from ``queued`` through ``ringing`` (and ``in-progress`` when answered) to a terminal status
+over time; the outcome is chosen by the destination number (see
+:mod:`airflow_provider_polyai.testing.scenarios`) or scripted per number.
 
 Routes under ``/_local/`` control the server in tests: script outcomes, inject faults (see
 :mod:`airflow_provider_polyai.testing.faults`), read the log of requests received, reset. They need

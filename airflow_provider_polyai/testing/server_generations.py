@@ -20,7 +20,7 @@ What each generation does here, as its API reference describes it:
     an outbound connector, and a trigger elsewhere gets 404.
 
 Both keep a call's status for :data:`RETENTION_SECONDS` of server time after the call ends, then
-answer 404, as PolyAI documents for these generations. Each call moves through the same scenario as
+respond with 404, as PolyAI documents for these generations. Each call moves through the same scenario as
 on the primary generation (chosen by the number's last digit or scripted), with its statuses
 translated: ``ringing`` and ``in-progress`` become ``calling``, ``completed`` becomes ``success``
 and every other terminal status ``failure`` with the scenario's reason.
@@ -176,7 +176,7 @@ def _log(state: PolyAIServerState, request: web.Request, generation: str, call_s
 async def _place(
     request: web.Request, entry: dict[str, Any], call: PlacedCall, response_body: dict[str, Any], error_body: Any
 ) -> web.StreamResponse:
-    """Record ``call`` and answer with ``response_body``, or with the fault planned for its number."""
+    """Record ``call`` and respond with ``response_body``, or with the fault planned for its number."""
     state = request.app[STATE_KEY]
     entry["to_number"] = call.to_number
     fault = state.faults.next_fault("trigger", None, call.to_number)
@@ -224,7 +224,9 @@ async def handle_v1_trigger(request: web.Request) -> web.StreamResponse:
         return _reject(entry, invalid)
     if not isinstance(body, dict):
         return _reject(entry, _error(400, "INVALID_REQUEST", "request body must be a JSON object"))
-    number, invalid = _check_number(body.get("to_number"), body.get("country_code"), ("to_number", "country_code"), _error)
+    number, invalid = _check_number(
+        body.get("to_number"), body.get("country_code"), ("to_number", "country_code"), _error
+    )
     if invalid is not None:
         return _reject(entry, invalid)
     encryption = body.get("encryption", "TLS/SRTP")
