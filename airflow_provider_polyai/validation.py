@@ -17,8 +17,8 @@ from airflow_provider_polyai.exceptions import PolyAIInvalidInputError
 CALL_SID_PREFIX = "OUT-"
 
 # All three API generations (outbound, v1, agents) document only the "OUT-" prefix; the rest has
-# been a UUID so far. Allowing letters, digits,
-# "-" and "_" accepts any future id while keeping "/", "?", "#", "%" and ".." out of the URL path.
+# been a UUID so far. Allowing letters, digits, "-" and "_" accepts any future id while keeping
+# "/", "?", "#", "%" and ".." out of the URL path.
 _CALL_SID_PATTERN = re.compile(r"OUT-[A-Za-z0-9_-]{1,128}")
 
 ENCRYPTION_VALUES = ("TLS/SRTP", "UDP/RTP")
