@@ -172,6 +172,21 @@ class TriggerOutboundCallOperator(BaseOperator):
         self._finish(context, status)
         return status.call_sid
 
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Resume after deferral, making Airflow's deferral timeout as final as the trigger's timeout."""
+        from airflow.sdk.exceptions import TaskDeferralTimeout
+
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except TaskDeferralTimeout as err:
+            # Airflow raises this when no trigger event came in time, for example while no
+            # triggerer ran. Airflow retries it, and a retry would wait a fresh wait_timeout.
+            raise AirflowSensorTimeout(
+                f"The call to {self.to_number} did not reach a terminal status within "
+                f"{self.wait_timeout:.0f} s, and no trigger event arrived before Airflow's deferral "
+                f"timeout ({err}). Check that a triggerer is running."
+            ) from err
+
     def execute_after_window(self, context: Context, event: Any = None) -> str:
         """Resume when the calling window should have opened: check it again, then dial."""
         self.log.info("Wait for the calling window of %s ended; checking the window again.", self.to_number)

@@ -50,7 +50,8 @@ def free_port() -> int:
 
 
 def _restore_sigint() -> None:
-    # A child of a non-interactive shell inherits SIGINT as ignored; Airflow stops cleanly on it.
+    # A child of a non-interactive shell inherits SIGINT as ignored, which would make Ctrl-C in a
+    # debugging session leave Airflow running.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
@@ -147,7 +148,7 @@ class AirflowCluster:
         self._session = requests.Session()
         self._token = ""
         self._triggerer_count = 0
-        #: ``--capacity`` of each triggerer started, by component name; ``None`` is Airflow's default.
+        #: ``--capacity`` of each triggerer started, by component name (``None`` is Airflow's default).
         self.triggerer_capacity: dict[str, int | None] = {}
         self.env: dict[str, str] = {}
 
@@ -217,8 +218,8 @@ class AirflowCluster:
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
                 # Deferral timeouts are checked every 15 s by default; a test should not wait that long.
                 "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "2",
-                # A killed triggerer's triggers move to a live one once its heartbeat is this stale
-                # (default 30 s); 15 s keeps restart tests short without flapping on a busy machine.
+                # A killed triggerer's triggers move to a live one once its heartbeat is this stale.
+                # Airflow's default is 30 s, and 15 s keeps restart tests short on a busy machine.
                 "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
                 "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
                 "AIRFLOW_CONN_POLYAI_DEFAULT": json.dumps(
@@ -374,11 +375,11 @@ class AirflowCluster:
         self, dag_id: str, run_id: str, states: Iterable[str] = ("success", "failed"), timeout: float = 180
     ) -> str:
         """Wait until the DAG run is in one of ``states`` and return that state."""
-        wanted = set(states)
+        expected = set(states)
         return wait_until(
-            lambda: (state := self.dag_run(dag_id, run_id)["state"]) in wanted and state,
+            lambda: (state := self.dag_run(dag_id, run_id)["state"]) in expected and state,
             timeout=timeout,
-            what=f"DAG run {dag_id}/{run_id} to reach {sorted(wanted)}",
+            what=f"DAG run {dag_id}/{run_id} to reach {sorted(expected)}",
             alive=self._airflow(),
         )
 
@@ -409,11 +410,11 @@ class AirflowCluster:
         map_index: int = -1,
     ) -> dict[str, Any]:
         """Wait until a task instance is in one of ``states`` and return it."""
-        wanted = set(states)
+        expected = set(states)
         return wait_until(
-            lambda: (ti := self.task_instance(dag_id, run_id, task_id, map_index))["state"] in wanted and ti,
+            lambda: (ti := self.task_instance(dag_id, run_id, task_id, map_index))["state"] in expected and ti,
             timeout=timeout,
-            what=f"task {dag_id}/{run_id}/{task_id}[{map_index}] to reach {sorted(wanted)}",
+            what=f"task {dag_id}/{run_id}/{task_id}[{map_index}] to reach {sorted(expected)}",
             alive=self._airflow(),
         )
 

@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from tests.e2e.cluster import AirflowCluster, wait_until
+from tests.e2e.dags.polyai_e2e_deferral_timeout import DEFERRAL_TIMEOUT_NUMBER
 from tests.e2e.dags.polyai_e2e_dags import (
     DEADLINE_NUMBER,
     DEADLINE_TIMEOUT_SECONDS,
@@ -132,6 +133,27 @@ def test_sensor_deadline_passes_while_triggerer_down(cluster: AirflowCluster) ->
     logs = "\n".join(path.read_text(errors="replace") for path in cluster.task_log_files(dag_id, run_id, SENSOR))
     assert "AirflowSensorTimeout" in logs
     assert "did not reach a terminal status before the sensor's timeout" in logs
+
+
+def test_operator_deferral_timeout_is_final(cluster: AirflowCluster) -> None:
+    dag_id = "polyai_e2e_deferral_timeout"
+    cluster.script_calls(
+        {DEFERRAL_TIMEOUT_NUMBER: {"queued_seconds": 1, "ringing_seconds": 1, "in_progress_seconds": 600}}
+    )
+    cluster.wait_for_dag(dag_id)
+    run_id = cluster.trigger(dag_id)
+    cluster.wait_for_task(dag_id, run_id, PLACE, {"deferred"}, timeout=120)
+    # With no triggerer, only the scheduler's deferral timeout can end the wait.
+    for name in cluster.triggerers():
+        cluster.kill(name)
+
+    finished = cluster.wait_for_task(dag_id, run_id, PLACE, {"failed", "up_for_retry"}, timeout=120)
+
+    assert finished["state"] == "failed"
+    assert finished["try_number"] == 1
+    assert len(cluster.calls_to(DEFERRAL_TIMEOUT_NUMBER)) == 1
+    logs = "\n".join(path.read_text(errors="replace") for path in cluster.task_log_files(dag_id, run_id, PLACE))
+    assert "AirflowSensorTimeout" in logs
 
 
 def test_ha_triggerers_finish_each_task_once(cluster: AirflowCluster) -> None:

@@ -51,7 +51,7 @@ def _place_and_wait(dag_id: str, number: str, timeout: float, retries: int = 0) 
 
 restart_dag = _place_and_wait("polyai_e2e_restart", RESTART_NUMBER, RESTART_TIMEOUT_SECONDS)
 
-# retries=1 so the test also sees that a sensor timeout is final and not retried.
+# retries=1 so the test also checks that a sensor timeout is final and not retried.
 deadline_dag = _place_and_wait("polyai_e2e_deadline", DEADLINE_NUMBER, DEADLINE_TIMEOUT_SECONDS, retries=1)
 
 slots_dag = _place_and_wait("polyai_e2e_slots", SLOTS_NUMBER, 120)
