@@ -405,7 +405,7 @@ def test_hook_places_call_and_reads_statuses(polyai_server, monkeypatch, generat
     vocabulary = VOCABULARIES[generation]
     assert re.fullmatch(r"OUT-[0-9a-f-]{36}", call_sid)
     assert {status.status for status in seen} <= vocabulary.known
-    assert seen[0].outcome == "queued"
+    assert "unknown" not in {status.outcome for status in seen}
     assert seen[-1].generation == generation
     assert seen[-1].reason == "destination busy"
     assert seen[-1].outcome == ("busy" if generation == "outbound" else "failed")
@@ -558,6 +558,7 @@ def test_hook_agents_wrong_key_names_api_key(polyai_server, monkeypatch):
 
 def test_hook_agents_retries_502(polyai_server, monkeypatch):
     _use_generation(polyai_server, monkeypatch, "agents")
+    _admin(polyai_server, "scenarios", {COMPLETED_NUMBER: {"queued_seconds": 600}})
     hook = _hook()
     call_sid = hook.trigger_call(COMPLETED_NUMBER)
     _admin(polyai_server, "faults", {"endpoint": "status", "faults": ["502"]})
