@@ -450,3 +450,21 @@ def test_server_connection_json_points_at_server(polyai_server):
     conn = json.loads(polyai_server.connection_json())
 
     assert conn == {"conn_type": "polyai", "host": polyai_server.base_url, "password": DEFAULT_TOKEN}
+
+
+def test_server_base_url_brackets_ipv6():
+    with LocalPolyAIServer(host="::1") as server:
+        response = requests.get(f"{server.base_url}/_local/health", timeout=5)
+
+    assert server.base_url.startswith("http://[::1]:")
+    assert response.json()["ok"] is True
+
+
+def test_hook_reaches_ipv6_server(monkeypatch):
+    from airflow_provider_polyai.hooks.polyai import PolyAIHook
+
+    with LocalPolyAIServer(host="::1") as server:
+        monkeypatch.setenv("AIRFLOW_CONN_POLYAI_DEFAULT", server.connection_json())
+        call_sid = PolyAIHook().trigger_call(NUMBER)
+
+    assert SID_PATTERN.fullmatch(call_sid)

@@ -357,7 +357,9 @@ class LocalPolyAIServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        # An IPv6 address is bracketed in a URL, so that its colons are not read as the port separator.
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def token(self) -> str:
