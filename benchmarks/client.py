@@ -5,8 +5,8 @@ received. Modes, all polling ``GET /outbound/status/{call_sid}`` on the same ser
 
 - ``polyai``: one :class:`OutboundCallStatusTrigger` per call, as a triggerer runs them.
 - ``batch``: one :class:`OutboundCallsBatchTrigger` watching every call.
-- ``http``: one Airflow HTTP provider ``HttpSensorTrigger`` per call, on a SID the server answers
-  with 404, the status on which that trigger keeps polling.
+- ``http``: one Airflow HTTP provider ``HttpSensorTrigger`` per call, on an unknown SID. The server
+  returns 404 for it, and 404 is the status on which that trigger keeps polling.
 - ``floor``: a bare loop per call on one shared, pooled aiohttp session: the least a client can do.
 """
 

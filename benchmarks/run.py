@@ -1,7 +1,7 @@
 """Measure the cost of watching many calls: ``python benchmarks/run.py`` (or ``make bench``).
 
-Starts the local PolyAI server in its own process on the second CPU, places the calls (scripted to
-stay in progress for the whole run), then runs each client mode of ``benchmarks/client.py`` in a
+Starts the local PolyAI server in its own process on the second CPU and places the calls, scripted
+to stay in progress for the whole run. Then each client mode of ``benchmarks/client.py`` runs in a
 fresh process pinned to the first CPU, one after another against the same server. The server's
 request log gives the polls each run achieved. Results go to stdout as a table and to
 ``benchmarks/results.json``; ``benchmarks/RESULTS.md`` records a run by hand.
@@ -167,8 +167,8 @@ def main() -> None:
         workdir = Path(tmp)
         server, port = start_server(workdir, cpu=1)
         try:
-            most_calls = max(SCENARIOS[name][0] for name in scenarios)
-            sids = asyncio.run(place_calls(port, most_calls))
+            max_calls = max(SCENARIOS[name][0] for name in scenarios)
+            sids = asyncio.run(place_calls(port, max_calls))
             sids_file = workdir / "sids.txt"
             sids_file.write_text("\n".join(sids))
             for name in scenarios:

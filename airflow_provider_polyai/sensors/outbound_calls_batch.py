@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 #: XCom key of the number of calls per terminal status, for example ``{"completed": 9, "busy": 1}``.
 XCOM_COUNTS_KEY = "counts"
 
-#: Status polls in flight at most in deferrable mode, unless ``max_concurrency`` says otherwise.
+#: Default ``max_concurrency``: the maximum number of status polls in flight in deferrable mode.
 DEFAULT_MAX_CONCURRENCY = 32
 
 
@@ -70,7 +70,7 @@ class OutboundCallsBatchSensor(BaseSensorOperator):
     less than one trigger per call. ``mode="poke"`` and ``mode="reschedule"`` poll the calls that are
     due, one after another, from a worker; use them for small lists only.
 
-    The return value maps each SID to ``{"status", "reason"}``, and the XCom key ``counts`` holds
+    The return value maps each SID to ``{"status", "reason"}``, and the XCom key ``counts`` contains
     the number of calls per terminal status. Both are pushed before the task fails, which it does
     without retries when any call ends in a status of ``failure_statuses``, when PolyAI answers a SID
     with a permanent error (the outcomes known so far are pushed first), or at ``timeout``.

@@ -37,10 +37,10 @@ class OutboundCallsBatchTrigger(BaseTrigger):
     when it is due and a fixed set of workers drains the queue, so a poll allocates no task. The
     first polls are spread over ``poke_interval`` so that thousands of SIDs do not start as one burst.
 
-    The trigger fires one event whose payload has ``event`` set to ``"terminal"`` (every call
-    ended), ``"timeout"`` or ``"error"`` (a permanent error on one SID, named in ``message``), and
-    ``outcomes`` (SID to ``{"status", "reason"}`` for the calls that ended), ``counts`` (calls per
-    terminal status) and ``pending`` (SID to last status seen, for the calls that did not end).
+    The trigger fires one event. Its payload has ``event`` set to ``"terminal"`` (every call
+    ended), ``"timeout"`` or ``"error"`` (a permanent error on one SID, named in ``message``). It
+    also has ``outcomes`` (SID to ``{"status", "reason"}`` for the calls that ended), ``counts``
+    (calls per terminal status) and ``pending`` (SID to last status seen, for the other calls).
 
     With ``end_from_trigger``, when every call ended and none in a status of ``failure_statuses``,
     the event is a ``TaskSuccessEvent`` that stores ``return_value`` (the outcomes) and ``counts``
@@ -189,7 +189,7 @@ class _BatchWait:
             wait *= random.uniform(0.5, 1.0)
         # One line per SID on the 1st, 10th, 100th ... error in a row, so an outage of the API
         # does not write a line per poll of every call.
-        if errors == 1 or str(errors).rstrip("0") == "1":
+        if str(errors).rstrip("0") == "1":
             self.log.warning(
                 "Call %s: status poll failed (%d in a row), next poll in %.1f s: %s", call_sid, errors, wait, err
             )
