@@ -103,3 +103,20 @@ def test_campaign_retry_never_dials_twice(airflow_db, polyai_server, tmp_path, m
     statuses = {row["to_number"]: row["status"] for row in read_report(tmp_path / "reports")}
     assert statuses[rejected[0]] == "completed"
     assert statuses[accepted_unanswered] == "place-failed"
+
+
+def test_rate_limit_delays_dial_without_redial(polyai_connection):
+    from tests.test_calling_window import make_context
+
+    from airflow_provider_polyai.operators.outbound_call import TriggerOutboundCallOperator
+
+    number = NUMBERS[0]
+    polyai_connection.state.faults.add_rule({"endpoint": "trigger", "to_number": number, "faults": ["429:1"]})
+    operator = TriggerOutboundCallOperator(task_id="call", to_number=number)
+
+    call_sid = operator.execute(make_context())
+
+    posts = [entry for entry in polyai_connection.state.requests if entry["method"] == "POST"]
+    assert [entry.get("fault") for entry in posts] == ["429:1", None]
+    assert posts[1]["time"] - posts[0]["time"] >= 1.0
+    assert [call["call_sid"] for call in server_calls(polyai_connection)] == [call_sid]

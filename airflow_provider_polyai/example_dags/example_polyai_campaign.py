@@ -162,6 +162,8 @@ with DAG(
         poke_interval=3,
         in_progress_poke_interval=15,
         timeout=timedelta(hours=2),
+        # Ending on the triggerer is refused when a plugin registers listeners (OpenLineage does).
+        end_from_trigger=False,
     )
 
     @task(trigger_rule="all_done")
