@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # API_GENERATION=v1 or agents runs the demo against that PolyAI API generation.
+# SCENARIO=campaign runs the campaign example (calling windows, pacing, summary) instead.
 demo: venv
-	POLYAI_API_GENERATION=$(API_GENERATION) $(BIN)/python scripts/demo.py
+	POLYAI_API_GENERATION=$(API_GENERATION) POLYAI_DEMO_SCENARIO=$(SCENARIO) $(BIN)/python scripts/demo.py
 
 test: venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
