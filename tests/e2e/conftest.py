@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.cluster import AirflowCluster
+
+#: Environment variable naming a new directory for the deployment, which is kept after the run.
+#: Without it the deployment lives in pytest's temporary directory, which keeps only the last runs.
+WORKDIR_ENV = "POLYAI_E2E_WORKDIR"
 
 DAG_FILES = sorted((Path(__file__).parent / "dags").glob("*.py"))
 
@@ -22,7 +27,13 @@ def airflow_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflo
     Starting it takes about 45 s on a 2-core machine, so the session shares one. A test that kills
     or adds triggerers calls :func:`restore_triggerer` when it ends.
     """
-    cluster = AirflowCluster(tmp_path_factory.mktemp("airflow-e2e"), dag_files=DAG_FILES, parallelism=4)
+    kept = os.environ.get(WORKDIR_ENV)
+    if kept:
+        workdir = Path(kept)
+        workdir.mkdir(parents=True, exist_ok=False)
+    else:
+        workdir = tmp_path_factory.mktemp("airflow-e2e")
+    cluster = AirflowCluster(workdir, dag_files=DAG_FILES, parallelism=4)
     cluster.start()
     _ACTIVE.append(cluster)
     try:

@@ -120,6 +120,7 @@ def test_sensor_deadline_passes_while_triggerer_down(cluster: AirflowCluster) ->
     # The sensor computed its deadline after its start_date, so this moment is past it.
     deadline_passed = _time(deferred["start_date"]).timestamp() + DEADLINE_TIMEOUT_SECONDS + 1
     time.sleep(max(0.0, deadline_passed - time.time()))
+    assert cluster.task_instance(dag_id, run_id, SENSOR)["state"] == "deferred"
     restarted_at = time.time()
     cluster.start_triggerer()
 

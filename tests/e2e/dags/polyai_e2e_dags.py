@@ -33,13 +33,15 @@ RETRY_DELAY_SECONDS = 5
 COMMON = {"schedule": None, "start_date": datetime(2026, 1, 1), "catchup": False, "tags": ["polyai-e2e"]}
 
 
-def _place_and_wait(dag_id: str, number: str, timeout: float, retries: int = 0) -> DAG:
+def _place_and_wait(
+    dag_id: str, number: str, timeout: float, retries: int = 0, deferrable: bool | None = True
+) -> DAG:
     with DAG(dag_id=dag_id, **COMMON) as dag:
         place_call = TriggerOutboundCallOperator(task_id="place_call", to_number=number)
         OutboundCallStatusSensor(
             task_id="wait_for_call",
             call_sid=place_call.output,
-            deferrable=True,
+            deferrable=deferrable,
             poke_interval=1,
             in_progress_poke_interval=2,
             timeout=timeout,
@@ -54,7 +56,9 @@ restart_dag = _place_and_wait("polyai_e2e_restart", RESTART_NUMBER, RESTART_TIME
 # retries=1 so the test also checks that a sensor timeout is final and not retried.
 deadline_dag = _place_and_wait("polyai_e2e_deadline", DEADLINE_NUMBER, DEADLINE_TIMEOUT_SECONDS, retries=1)
 
-slots_dag = _place_and_wait("polyai_e2e_slots", SLOTS_NUMBER, 120)
+# deferrable is left to its default, which must be True on a deployment whose generated airflow.cfg
+# contains Airflow's own "default_deferrable = False".
+slots_dag = _place_and_wait("polyai_e2e_slots", SLOTS_NUMBER, 120, deferrable=None)
 
 with DAG(dag_id="polyai_e2e_ha", **COMMON) as ha_dag:
     ha_calls = TriggerOutboundCallOperator.partial(task_id="place_call").expand(to_number=HA_NUMBERS)
