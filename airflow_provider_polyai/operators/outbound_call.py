@@ -148,8 +148,11 @@ class TriggerOutboundCallOperator(BaseOperator):
         if not self.wait_for_completion:
             return call_sid
 
-        deadline = deadline_after(self.wait_timeout)
-        if self.deferrable:
+        # The wait counts from when the call was placed, which may be an earlier try's doing.
+        placed_at = self._placed_at
+        deadline = deadline_after(self.wait_timeout) if placed_at is None else placed_at + self.wait_timeout
+        # Past the deadline, the worker polls once so a call that has ended still reports its status.
+        if self.deferrable and deadline > time.time():
             from airflow_provider_polyai.triggers.outbound_call import OutboundCallStatusTrigger
 
             self.defer(
@@ -245,6 +248,8 @@ class TriggerOutboundCallOperator(BaseOperator):
 
     def _place_call_once(self, context: Context) -> str:
         """Return the SID of this task instance's call, dialling only if no earlier try did."""
+        # UNIX time the call was placed, when this try or a recorded earlier try placed it.
+        self._placed_at: float | None = None
         store = context.get("task_state_store")
         ti = context["ti"]
         if store is None:
@@ -265,6 +270,7 @@ class TriggerOutboundCallOperator(BaseOperator):
                 record["call_sid"],
                 record.get("to_number"),
             )
+            self._placed_at = record.get("placed_at")
             return record["call_sid"]
         if record:
             raise PolyAICallOutcomeUnknownError(
@@ -288,7 +294,10 @@ class TriggerOutboundCallOperator(BaseOperator):
             # Every other error means PolyAI queued nothing, so a later try may dial safely.
             store.delete(CALL_RECORD_KEY)
             raise
-        store.set(CALL_RECORD_KEY, {"call_sid": call_sid, "to_number": str(self.to_number)})
+        self._placed_at = time.time()
+        store.set(
+            CALL_RECORD_KEY, {"call_sid": call_sid, "to_number": str(self.to_number), "placed_at": self._placed_at}
+        )
         return call_sid
 
     def _poll_until_terminal(self, call_sid: str, deadline: float) -> CallStatus:

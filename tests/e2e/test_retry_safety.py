@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from tests.e2e.cluster import AirflowCluster, wait_until
 from tests.e2e.dags.polyai_e2e_dags import (
     CLEAR_NUMBER,
+    RETRY_DEADLINE_NUMBER,
     RETRY_DELAY_SECONDS,
     RETRY_EXECUTION_TIMEOUT_SECONDS,
     RETRY_NUMBER,
+    RETRY_WAIT_TIMEOUT_SECONDS,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -46,6 +50,30 @@ def test_operator_retry_reuses_call(cluster: AirflowCluster) -> None:
     assert cluster.xcom(dag_id, run_id, PLACE, key="status") == "completed"
     assert "AirflowTaskTimeout" in _log_of_try(cluster, dag_id, run_id, 1)
     assert f"already placed call {call_sid}" in _log_of_try(cluster, dag_id, run_id, 2)
+
+
+def test_operator_retry_keeps_wait_deadline(cluster: AirflowCluster) -> None:
+    dag_id = "polyai_e2e_retry_deadline"
+    cluster.script_calls(
+        {RETRY_DEADLINE_NUMBER: {"queued_seconds": 1, "ringing_seconds": 1, "in_progress_seconds": 600}}
+    )
+    cluster.wait_for_dag(dag_id)
+    run_id = cluster.trigger(dag_id)
+
+    assert cluster.wait_for_run(dag_id, run_id, timeout=180) == "failed"
+
+    (call,) = cluster.calls_to(RETRY_DEADLINE_NUMBER)
+    tries = cluster.task_tries(dag_id, run_id, PLACE)
+    assert [ti["try_number"] for ti in tries] == [1, 2]
+    assert tries[-1]["state"] == "failed"
+    second_try_start = datetime.fromisoformat(tries[-1]["start_date"].replace("Z", "+00:00")).timestamp()
+    # The wait_timeout ran out before try 2 began: one poll to report the status, then the timeout.
+    # A wait that restarted on retry would poll once a second for another wait_timeout.
+    polls = [poll for poll in cluster.status_polls(call["call_sid"]) if poll["time"] > second_try_start]
+    assert len(polls) == 1
+    log = _log_of_try(cluster, dag_id, run_id, 2)
+    assert "AirflowSensorTimeout" in log
+    assert f"within {RETRY_WAIT_TIMEOUT_SECONDS} s" in log
 
 
 def test_cleared_operator_does_not_redial(cluster: AirflowCluster) -> None:

@@ -20,6 +20,7 @@ SLOTS_NUMBER = "+14155550123"
 HA_NUMBERS = ["+14155550131", "+14155550132", "+14155550133", "+14155550134"]
 RETRY_NUMBER = "+14155550141"
 CLEAR_NUMBER = "+14155550151"
+RETRY_DEADLINE_NUMBER = "+14155550142"
 
 #: Sensor timeout of the deadline DAG, in seconds; the test waits it out with the triggerer down.
 DEADLINE_TIMEOUT_SECONDS = 20
@@ -29,6 +30,8 @@ RESTART_TIMEOUT_SECONDS = 150
 RETRY_EXECUTION_TIMEOUT_SECONDS = 6
 #: Delay before the retry DAG's second try, in seconds.
 RETRY_DELAY_SECONDS = 5
+#: ``wait_timeout`` of the retry-deadline DAG: over before its second try starts.
+RETRY_WAIT_TIMEOUT_SECONDS = RETRY_EXECUTION_TIMEOUT_SECONDS + RETRY_DELAY_SECONDS - 2
 
 COMMON = {"schedule": None, "start_date": datetime(2026, 1, 1), "catchup": False, "tags": ["polyai-e2e"]}
 
@@ -80,6 +83,22 @@ with DAG(dag_id="polyai_e2e_retry", **COMMON) as retry_dag:
         deferrable=False,
         poke_interval=1,
         in_progress_poke_interval=1,
+        execution_timeout=timedelta(seconds=RETRY_EXECUTION_TIMEOUT_SECONDS),
+        retries=1,
+        retry_delay=timedelta(seconds=RETRY_DELAY_SECONDS),
+    )
+
+with DAG(dag_id="polyai_e2e_retry_deadline", **COMMON) as retry_deadline_dag:
+    # Same first try as above, but the wait_timeout, counted from when the call was placed, is over
+    # by the time the scheduler starts the second try.
+    TriggerOutboundCallOperator(
+        task_id="place_call",
+        to_number=RETRY_DEADLINE_NUMBER,
+        wait_for_completion=True,
+        deferrable=False,
+        poke_interval=1,
+        in_progress_poke_interval=1,
+        wait_timeout=RETRY_WAIT_TIMEOUT_SECONDS,
         execution_timeout=timedelta(seconds=RETRY_EXECUTION_TIMEOUT_SECONDS),
         retries=1,
         retry_delay=timedelta(seconds=RETRY_DELAY_SECONDS),
