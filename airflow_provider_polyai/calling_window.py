@@ -3,7 +3,7 @@
 A :class:`CallingWindow` is checked in the destination's own time zone, which is read from the
 phone number with :func:`phonenumbers.timezone.time_zones_for_number` unless a zone is given
 explicitly. A number can map to several zones (a mobile number, a toll-free number, a country with
-one calling code for several zones); the window must then be open in every one of them, so nobody
+one calling code for several zones); the window must then be open in every one of them, so no one
 in any of those zones is called outside it.
 
 All arithmetic uses :mod:`zoneinfo`, so daylight-saving changes move the UTC instant of an opening
@@ -312,7 +312,7 @@ def check_calling_window(window: CallingWindow, zones: Iterable[str], now: datet
     if open_everywhere(now):
         return WindowCheck(True, now, now, local_times)
 
-    # The window first opens in all zones at the moment the last of them opens, so the answer is
+    # The window first opens in all zones at the moment the last of them opens, so the result is
     # one of the zones' own opening instants.
     # NOTE: a window that covers the hour repeated at a fall-back change is open again during the
     # repeat, but that re-entry is not an opening instant, so the search skips it and reports the

@@ -6,8 +6,8 @@ Steps:
    ``time_zone``) and checks every number before any call is placed.
 2. ``place_call`` is one mapped task instance per contact. Each checks the calling window in the
    contact's own time zone, defers until it opens, then places the call. Airflow paces the campaign:
-   ``max_active_tis_per_dagrun`` caps how many contacts are dialled at once, and ``pool`` shares
-   one limit between all campaigns using the same PolyAI account.
+   the pool's slots cap how many contacts are dialled at once, across every campaign that uses the
+   same pool.
 3. ``wait_for_calls`` waits for all the calls with one trigger, without holding a worker slot.
 4. ``report`` writes one CSV row per contact (contact, call SID, status, reason) and a summary by
    outcome, and prints both.
@@ -15,7 +15,7 @@ Steps:
 A retried or cleared campaign never rings a contact twice once PolyAI accepted the call: each
 ``place_call`` instance keeps its call SID in Airflow's task state store and reuses it.
 
-The bundled CSV holds synthetic numbers in ranges reserved for fiction. Against the local PolyAI
+The bundled CSV contains synthetic numbers in ranges reserved for fiction. Against the local PolyAI
 server a number's last digit picks the outcome. See docs/campaigns.md for settings.
 """
 
@@ -36,10 +36,11 @@ from airflow_provider_polyai.sensors.outbound_calls_batch import OutboundCallsBa
 DAG_ID = "example_polyai_campaign"
 CONTACTS_CSV = Path(__file__).parent / "data" / "campaign_contacts.csv"
 
-# Pacing is Airflow's own: these are read when the DAG file is parsed, so set them in the
+# Pacing is Airflow's own. These are read when the DAG file is parsed, so set them in the
 # environment of the scheduler and workers. The pool must exist (Admin > Pools, or
-# `airflow pools set polyai_calls 10 "PolyAI outbound calls"`).
-CALLS_DIALLED_AT_ONCE = int(os.environ.get("POLYAI_CAMPAIGN_DIALLED_AT_ONCE", "4"))
+# `airflow pools set polyai_calls 4 "PolyAI outbound calls"`). A pool without include_deferred
+# frees the slot of a contact deferred until its calling window opens. max_active_tis_per_dagrun
+# counts deferred instances, so contacts waiting for their window would hold back the others.
 POOL = os.environ.get("POLYAI_CAMPAIGN_POOL", "default_pool")
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("POLYAI_CAMPAIGN_RETRY_DELAY_SECONDS", "30")))
 
@@ -147,7 +148,6 @@ with DAG(
         # Rendered as JSON text ("null" for no window), which the operator reads back into a dict.
         calling_window="{{ params.calling_window | tojson }}",
         outside_window="defer",
-        max_active_tis_per_dagrun=CALLS_DIALLED_AT_ONCE,
         pool=POOL,
         retries=2,
         retry_delay=RETRY_DELAY,
@@ -162,7 +162,7 @@ with DAG(
         poke_interval=3,
         in_progress_poke_interval=15,
         timeout=timedelta(hours=2),
-        # Ending on the triggerer is refused when a plugin registers listeners (OpenLineage does).
+        # Airflow rejects end_from_trigger=True when a plugin registers listeners, so resume on a worker.
         end_from_trigger=False,
     )
 
