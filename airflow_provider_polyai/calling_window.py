@@ -51,8 +51,7 @@ def _parse_time(name: str, value: Any) -> time:
             if hour < 24 and minute < 60 and second < 60:
                 return time(hour, minute, second)
     raise PolyAIInvalidInputError(
-        f"Calling window {name} {value!r} is invalid: use a time such as '09:00' or '20:30:00', or a "
-        "datetime.time."
+        f"Calling window {name} {value!r} is invalid: use a time such as '09:00' or '20:30:00', or a datetime.time."
     )
 
 
@@ -279,11 +278,10 @@ class WindowCheck:
 
         Several zones are joined by ``; ``.
         """
-        if instant is None:
-            locals_ = self.local_times.values()
-        else:
-            locals_ = [instant.astimezone(local.tzinfo) for local in self.local_times.values()]
-        return "; ".join(f"{zone} {local:%Y-%m-%d %H:%M:%S %a}" for zone, local in zip(self.local_times, locals_))
+        shown = self.local_times
+        if instant is not None:
+            shown = {zone: instant.astimezone(local.tzinfo) for zone, local in self.local_times.items()}
+        return "; ".join(f"{zone} {local:%Y-%m-%d %H:%M:%S %a}" for zone, local in shown.items())
 
 
 def utcnow() -> datetime:

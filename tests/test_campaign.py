@@ -6,9 +6,7 @@ import csv
 import json
 import urllib.request
 from collections import Counter
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -106,9 +104,8 @@ def test_campaign_retry_never_dials_twice(airflow_db, polyai_server, tmp_path, m
 
 
 def test_rate_limit_delays_dial_without_redial(polyai_connection):
-    from tests.test_calling_window import make_context
-
     from airflow_provider_polyai.operators.outbound_call import TriggerOutboundCallOperator
+    from tests.test_calling_window import make_context
 
     number = NUMBERS[0]
     polyai_connection.state.faults.add_rule({"endpoint": "trigger", "to_number": number, "faults": ["429:1"]})

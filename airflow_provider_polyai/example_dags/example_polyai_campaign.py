@@ -76,9 +76,7 @@ with DAG(
     tags=["example", "polyai"],
     params={
         "contacts_csv": Param(str(CONTACTS_CSV), type="string", description="CSV file of contacts to call."),
-        "max_contacts": Param(
-            None, type=["null", "integer"], minimum=1, description="Call only the first N contacts."
-        ),
+        "max_contacts": Param(None, type=["null", "integer"], minimum=1, description="Call only the first N contacts."),
         "calling_window": Param(
             {"start": "09:00", "end": "20:00", "weekdays": "mon-fri"},
             type=["null", "object"],

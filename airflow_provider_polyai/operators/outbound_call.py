@@ -201,12 +201,15 @@ class TriggerOutboundCallOperator(BaseOperator):
             return False
         store = context.get("task_state_store")
         if store is None:
-            # Without a store a later try fails in _place_call_once; do not make it wait first.
+            # Without a store a later try fails in _place_call_once, so it must not wait for the window first.
             return context["ti"].try_number > 1
         return bool(store.get(CALL_RECORD_KEY))
 
     def _wait_for_calling_window(self, context: Context) -> None:
-        """Return once the calling window is open in every zone of the number; defer, wait or skip before."""
+        """Return once the calling window is open in every zone of the number; until then defer, sleep or skip.
+
+        A deferral resumes in :meth:`execute_after_window`, which checks the window again.
+        """
         from airflow_provider_polyai import calling_window
 
         window = _rendered_calling_window(self.calling_window)
