@@ -54,6 +54,20 @@ def default_deferrable() -> bool:
     return True
 
 
+def default_end_from_trigger() -> bool:
+    """Return the ``end_from_trigger`` default: ``True`` unless plugins register listeners.
+
+    Airflow 3.3 refuses to load a DAG whose task has ``end_from_trigger=True`` while a plugin
+    registers listeners (OpenLineage does), because a task ended by the triggerer skips them. Such a
+    deployment gets ``False``: the task resumes on a worker for a moment to finish.
+    """
+    try:
+        from airflow.listeners.listener import get_listener_manager
+    except ImportError:  # only the Task SDK is installed: no listeners can be registered
+        return True
+    return not get_listener_manager().has_listeners
+
+
 def validate_failure_statuses(failure_statuses: Iterable[str] | str) -> frozenset[str]:
     """Return ``failure_statuses`` as a set, or raise if one of them is not a terminal status.
 

@@ -341,3 +341,37 @@ def test_sensor_run_times_out_without_retries(airflow_db, polyai_connection, req
     # Airflow does not retry a sensor that timed out, in any mode.
     assert ti.try_number == 1
     assert ti.xcom_pull(task_ids="wait", key="status") is None
+
+
+class _TaskListener:
+    """A listener plugin stand-in; Airflow only needs an object with hook implementations."""
+
+    from airflow.listeners import hookimpl
+
+    @hookimpl
+    def on_task_instance_running(self, previous_state, task_instance):
+        pass
+
+
+def test_sensor_ends_from_trigger_without_listeners(monkeypatch):
+    from airflow.listeners.listener import get_listener_manager
+
+    monkeypatch.setattr(type(get_listener_manager()), "has_listeners", property(lambda self: False))
+
+    sensor = OutboundCallStatusSensor(task_id="wait", call_sid=SID)
+
+    assert sensor.end_from_trigger is True
+
+
+def test_sensor_resumes_on_worker_when_listeners_registered():
+    from airflow.listeners.listener import get_listener_manager
+
+    manager = get_listener_manager()
+    listener = _TaskListener()
+    manager.add_listener(listener)
+    try:
+        sensor = OutboundCallStatusSensor(task_id="wait", call_sid=SID)
+    finally:
+        manager.pm.unregister(listener)
+
+    assert sensor.end_from_trigger is False

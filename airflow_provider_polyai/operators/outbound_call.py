@@ -68,8 +68,9 @@ class TriggerOutboundCallOperator(BaseOperator):
         a string holding a JSON object is accepted too.
     :param polyai_conn_id: id of the ``polyai`` connection.
     :param wait_for_completion: wait until the call reaches a terminal status.
-    :param deferrable: wait on the triggerer rather than in a worker slot. Defaults to
-        ``[operators] default_deferrable`` when the deployment sets it, and to ``True`` otherwise.
+    :param deferrable: wait on the triggerer rather than in a worker slot. Defaults to ``True`` unless
+        the deployment sets ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` (see
+        :func:`~airflow_provider_polyai.waiting.default_deferrable`).
     :param poke_interval: seconds between polls while the call is queued or ringing.
     :param in_progress_poke_interval: seconds between polls once the call is in progress.
     :param failure_statuses: terminal statuses that fail the task when waiting.

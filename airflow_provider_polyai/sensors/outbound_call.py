@@ -20,6 +20,7 @@ from airflow_provider_polyai.waiting import (
     DEFERRAL_TIMEOUT_GRACE_SECONDS,
     deadline_after,
     default_deferrable,
+    default_end_from_trigger,
     explain_not_found,
     push_outcome,
     raise_if_failure,
@@ -63,7 +64,8 @@ class OutboundCallStatusSensor(BaseSensorOperator):
     :param end_from_trigger: when deferred and the call ends in a status outside ``failure_statuses``,
         end the task from the triggerer with the same XComs, so no worker slot is taken after the
         wait. Failure statuses, errors and timeouts still resume the task on a worker, where it fails
-        with its message in the task log and without retries, as in the other modes.
+        with its message in the task log and without retries, as in the other modes. Defaults to
+        ``True`` unless plugins register listeners, which Airflow does not allow with it.
     :param start_from_trigger: start the wait on the triggerer without running on a worker at all.
         ``call_sid`` must then be a string at parse time: a literal SID or a template that the
         triggerer can render (``params``, ``dag_run.conf``), not an upstream task's output, because
@@ -85,7 +87,7 @@ class OutboundCallStatusSensor(BaseSensorOperator):
         poke_interval: float = 3.0,
         in_progress_poke_interval: float = 15.0,
         failure_statuses: Iterable[str] = (),
-        end_from_trigger: bool = True,
+        end_from_trigger: bool | None = None,
         start_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -96,7 +98,7 @@ class OutboundCallStatusSensor(BaseSensorOperator):
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.in_progress_poke_interval = float(in_progress_poke_interval)
         self.failure_statuses = validate_failure_statuses(failure_statuses)
-        self.end_from_trigger = end_from_trigger
+        self.end_from_trigger = default_end_from_trigger() if end_from_trigger is None else end_from_trigger
         self.start_from_trigger = start_from_trigger
         self._last_status: str | None = None
         if start_from_trigger:

@@ -138,7 +138,8 @@ async def _serve_fault(
     if fault == "reset":
         if request.transport is not None:
             request.transport.abort()
-        raise ConnectionResetError("fault injected: reset")
+        # aiohttp drops a request whose handler is cancelled without logging a traceback.
+        raise asyncio.CancelledError("fault injected: reset")
     if fault == "truncated":
         text = json.dumps(normal)
         return web.Response(text=text[: len(text) // 2], content_type="application/json")
