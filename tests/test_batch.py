@@ -12,10 +12,16 @@ import requests
 from airflow_provider_polyai.exceptions import AirflowFailException, PolyAIInvalidInputError
 from airflow_provider_polyai.sensors.outbound_calls_batch import (
     XCOM_COUNTS_KEY,
+    XCOM_OUTCOME_COUNTS_KEY,
     OutboundCallsBatchSensor,
     validate_call_sids,
 )
-from airflow_provider_polyai.triggers.outbound_calls_batch import OutboundCallsBatchTrigger, count_statuses
+from airflow_provider_polyai.triggers.outbound_calls_batch import (
+    OutboundCallsBatchTrigger,
+    count_outcomes,
+    count_statuses,
+    failed_call_sids,
+)
 from tests.conftest import EXAMPLE_DAGS, sync_dag_to_db
 
 UNKNOWN_SID = "OUT-550e8400-e29b-41d4-a716-446655440000"
@@ -82,6 +88,26 @@ def test_count_statuses_counts_each_status():
     assert count_statuses(outcomes) == {"busy": 2, "completed": 1}
 
 
+def test_count_outcomes_counts_each_outcome():
+    outcomes = {
+        "a": {"status": "FAILURE", "outcome": "failed"},
+        "b": {"status": "SUCCESS", "outcome": "completed"},
+        "c": {"status": "FAILURE", "outcome": "failed"},
+    }
+    assert count_outcomes(outcomes) == {"completed": 1, "failed": 2}
+
+
+@pytest.mark.parametrize("failure_statuses", [("failed",), ("FAILURE",)])
+def test_failed_call_sids_matches_raw_status_or_outcome(failure_statuses):
+    outcomes = {"b": {"status": "FAILURE", "outcome": "failed"}, "a": {"status": "SUCCESS", "outcome": "completed"}}
+    assert failed_call_sids(outcomes, failure_statuses) == ["b"]
+
+
+def test_failed_call_sids_reads_entry_without_outcome():
+    outcomes = {"a": {"status": "busy"}}
+    assert failed_call_sids(outcomes, ["busy"]) == ["a"]
+
+
 # -- trigger -------------------------------------------------------------------------------------
 
 
@@ -111,9 +137,15 @@ async def test_batch_trigger_reports_every_outcome(polyai_connection):
     event = await _first_event(trigger)
 
     assert event.payload["event"] == "terminal"
-    assert event.payload["outcomes"][sids["+14155550115"]] == {"status": "busy", "reason": "line busy"}
+    assert event.payload["outcomes"][sids["+14155550115"]] == {
+        "status": "busy",
+        "reason": "line busy",
+        "outcome": "busy",
+    }
     assert event.payload["counts"] == {"busy": 1, "completed": 1, "no-answer": 1}
+    assert event.payload["outcome_counts"] == {"busy": 1, "completed": 1, "no-answer": 1}
     assert event.payload["pending"] == {}
+    assert event.payload["generation"] == "outbound"
 
 
 async def test_batch_trigger_polls_each_call_on_its_schedule(polyai_connection):
@@ -222,8 +254,11 @@ async def test_batch_trigger_ends_task_from_triggerer(polyai_connection):
     event = await _first_event(trigger)
 
     assert isinstance(event, TaskSuccessEvent)
-    assert event.xcoms["return_value"] == {call_sid: {"status": "completed", "reason": "call ended normally"}}
+    assert event.xcoms["return_value"] == {
+        call_sid: {"status": "completed", "reason": "call ended normally", "outcome": "completed"}
+    }
     assert event.xcoms["counts"] == {"completed": 1}
+    assert event.xcoms["outcome_counts"] == {"completed": 1}
 
 
 @pytest.mark.polyai_time_scale(10)
@@ -272,8 +307,9 @@ def test_batch_sensor_fails_after_pushing_outcomes():
     with pytest.raises(AirflowFailException, match="1 of 1 calls"):
         sensor.execute_complete({"ti": ti}, event)
 
-    assert ti.xcoms["return_value"] == {UNKNOWN_SID: {"status": "busy", "reason": "line busy"}}
+    assert ti.xcoms["return_value"] == {UNKNOWN_SID: {"status": "busy", "reason": "line busy", "outcome": "busy"}}
     assert ti.xcoms[XCOM_COUNTS_KEY] == {"busy": 1}
+    assert ti.xcoms[XCOM_OUTCOME_COUNTS_KEY] == {"busy": 1}
 
 
 def test_batch_sensor_timeout_names_pending_calls():
@@ -334,6 +370,104 @@ def test_batch_sensor_run_fails_on_failure_status(airflow_db, polyai_connection)
 
     assert ti.state == TaskInstanceState.FAILED
     assert ti.xcom_pull(task_ids="wait", key=XCOM_COUNTS_KEY) == {"completed": 1, "failed": 1}
+
+
+# -- API generations ---------------------------------------------------------------------------
+
+
+def _use_generation(server, monkeypatch, generation: str) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_POLYAI_DEFAULT", server.connection_json(api_generation=generation))
+
+
+@pytest.mark.polyai_time_scale(10)
+async def test_batch_trigger_agents_failure_resumes_worker(polyai_server, monkeypatch):
+    from airflow.triggers.base import TaskSuccessEvent
+
+    from airflow_provider_polyai.hooks.polyai import PolyAIHook
+
+    _use_generation(polyai_server, monkeypatch, "agents")
+    requests.post(
+        f"{polyai_server.base_url}/_local/scenarios",
+        json={"+14155550210": dict(QUICK), "+14155550215": {**QUICK, "status": "busy", "reason": "line busy"}},
+        timeout=10,
+    ).raise_for_status()
+    hook = PolyAIHook()
+    call_sids = [hook.trigger_call("+14155550210"), hook.trigger_call("+14155550215")]
+    trigger = OutboundCallsBatchTrigger(
+        call_sids=call_sids, poke_interval=0.05, end_from_trigger=True, failure_statuses=["failed"]
+    )
+    trigger.task_instance = SimpleNamespace(task_id="wait")
+
+    event = await _first_event(trigger)
+
+    assert not isinstance(event, TaskSuccessEvent)
+    assert event.payload["outcomes"][call_sids[1]]["outcome"] == "failed"
+    assert event.payload["counts"] == {"FAILURE": 1, "SUCCESS": 1}
+    assert event.payload["outcome_counts"] == {"completed": 1, "failed": 1}
+    assert event.payload["generation"] == "agents"
+
+
+@pytest.mark.parametrize(
+    ("generation", "mode"), [("v1", "deferrable"), ("agents", "deferrable"), ("agents", "poke")]
+)
+@pytest.mark.polyai_time_scale(10)
+def test_batch_sensor_generation_fails_on_failed_outcome(airflow_db, polyai_server, monkeypatch, generation, mode):
+    from airflow.utils.state import TaskInstanceState
+
+    _use_generation(polyai_server, monkeypatch, generation)
+    options = {"deferrable": True} if mode == "deferrable" else {"deferrable": False, "mode": mode}
+    busy_number = "+14155550225"
+    run, ti = _run_batch_dag(
+        polyai_server,
+        f"test_batch_sensor_{generation}_{mode}_failed_outcome",
+        {"+14155550220": dict(QUICK), busy_number: {**QUICK, "status": "busy", "reason": "line busy"}},
+        failure_statuses=("failed",),
+        **options,
+    )
+
+    failure = {"v1": "failure", "agents": "FAILURE"}[generation]
+    success = {"v1": "success", "agents": "SUCCESS"}[generation]
+    outcomes = ti.xcom_pull(task_ids="wait")
+    assert ti.state == TaskInstanceState.FAILED
+    assert sorted(entry["outcome"] for entry in outcomes.values()) == ["completed", "failed"]
+    assert sorted(entry["status"] for entry in outcomes.values()) == sorted([failure, success])
+    assert ti.xcom_pull(task_ids="wait", key=XCOM_COUNTS_KEY) == {failure: 1, success: 1}
+    assert ti.xcom_pull(task_ids="wait", key=XCOM_OUTCOME_COUNTS_KEY) == {"completed": 1, "failed": 1}
+
+
+def test_batch_sensor_rejects_other_generation_raw_status():
+    sensor = OutboundCallsBatchSensor(task_id="wait", call_sids=[UNKNOWN_SID], failure_statuses=["failure"])
+    ti = _RecordingTaskInstance()
+    event = {
+        "event": "terminal",
+        "outcomes": {UNKNOWN_SID: {"status": "FAILURE", "reason": "line busy", "outcome": "failed"}},
+        "pending": {},
+        "generation": "agents",
+        "message": "",
+    }
+
+    with pytest.raises(PolyAIInvalidInputError, match=r"never reports"):
+        sensor.execute_complete({"ti": ti}, event)
+
+    assert ti.xcoms[XCOM_OUTCOME_COUNTS_KEY] == {"failed": 1}
+
+
+def test_batch_sensor_completes_event_without_outcome():
+    sensor = OutboundCallsBatchSensor(task_id="wait", call_sids=[UNKNOWN_SID], failure_statuses=["failed"])
+    ti = _RecordingTaskInstance()
+    # An event from a trigger serialized before entries carried an outcome.
+    event = {
+        "event": "terminal",
+        "outcomes": {UNKNOWN_SID: {"status": "failure", "reason": "carrier"}},
+        "pending": {},
+        "generation": "v1",
+        "message": "",
+    }
+
+    with pytest.raises(AirflowFailException, match="1 of 1 calls"):
+        sensor.execute_complete({"ti": ti}, event)
+
+    assert ti.xcoms["return_value"][UNKNOWN_SID]["outcome"] == "failed"
 
 
 # -- example DAG ---------------------------------------------------------------------------------

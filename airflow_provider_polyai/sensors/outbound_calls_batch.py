@@ -15,11 +15,12 @@ from airflow_provider_polyai.exceptions import (
     PolyAIInvalidInputError,
     PolyAITransientError,
 )
-from airflow_provider_polyai.models import next_poll_interval
+from airflow_provider_polyai.models import DEFAULT_API_GENERATION, CallStatus, next_poll_interval
 from airflow_provider_polyai.validation import validate_call_sid
 from airflow_provider_polyai.waiting import (
     DEFERRAL_TIMEOUT_GRACE_SECONDS,
     AirflowSensorTimeout,
+    check_failure_statuses_for,
     deadline_after,
     default_deferrable,
     explain_not_found,
@@ -34,8 +35,11 @@ if TYPE_CHECKING:
 
     from airflow_provider_polyai.hooks.polyai import PolyAIHook
 
-#: XCom key of the number of calls per terminal status, for example ``{"completed": 9, "busy": 1}``.
+#: XCom key of the number of calls per raw terminal status, for example ``{"completed": 9, "busy": 1}``.
 XCOM_COUNTS_KEY = "counts"
+
+#: XCom key of the number of calls per outcome, for example ``{"completed": 9, "failed": 1}``.
+XCOM_OUTCOME_COUNTS_KEY = "outcome_counts"
 
 #: Default ``max_concurrency``: the maximum number of status polls in flight in deferrable mode.
 DEFAULT_MAX_CONCURRENCY = 32
@@ -70,9 +74,10 @@ class OutboundCallsBatchSensor(BaseSensorOperator):
     less than one trigger per call. ``mode="poke"`` and ``mode="reschedule"`` poll the calls that are
     due, one after another, from a worker; use them for small lists only.
 
-    The return value maps each SID to ``{"status", "reason"}``, and the XCom key ``counts`` contains
-    the number of calls per terminal status. Both are pushed before the task fails, which it does
-    without retries when any call ends in a status of ``failure_statuses``, when PolyAI answers a SID
+    The return value maps each SID to ``{"status", "reason", "outcome"}``. The XCom key ``counts``
+    contains the number of calls per raw terminal status and ``outcome_counts`` the number per
+    outcome. All are pushed before the task fails, which it does without retries when any call ends
+    in a raw status or outcome of ``failure_statuses``, when PolyAI answers a SID
     with a permanent error (the outcomes known so far are pushed first), or at ``timeout``.
 
     :param call_sids: SIDs of the calls to wait for (templated), for example
@@ -83,6 +88,8 @@ class OutboundCallsBatchSensor(BaseSensorOperator):
     :param poke_interval: seconds between polls of a call that is queued or ringing.
     :param in_progress_poke_interval: seconds between polls of a call that is in progress.
     :param failure_statuses: terminal statuses that fail the task, for example ``("failed", "busy")``.
+        Outcomes match every API generation, raw statuses only their own, as for
+        ``OutboundCallStatusSensor``.
     :param max_concurrency: status requests in flight at most in deferrable mode.
     :param end_from_trigger: when deferred and no call ends in a failure status, end the task from
         the triggerer with the same XComs, so no worker slot is taken after the wait.
@@ -119,6 +126,7 @@ class OutboundCallsBatchSensor(BaseSensorOperator):
         self._outcomes: dict[str, dict[str, str]] = {}
         self._last_statuses: dict[str, str | None] = {}
         self._due_at: dict[str, float] = {}
+        self._generation: str | None = None
 
     def _hook(self) -> PolyAIHook:
         from airflow_provider_polyai.hooks.polyai import PolyAIHook
@@ -160,10 +168,11 @@ class OutboundCallsBatchSensor(BaseSensorOperator):
         """Push the outcomes the trigger reported, then finish or fail the task."""
         if not isinstance(event, dict):
             raise AirflowFailException(f"The trigger returned no usable event ({event!r}); the outcomes are unknown.")
-        outcomes: dict[str, dict[str, str]] = event.get("outcomes") or {}
+        generation = event.get("generation")
+        outcomes = _with_outcomes(event.get("outcomes") or {}, generation)
         kind = event.get("event")
         if kind == "terminal":
-            return self._finish(context, outcomes)
+            return self._finish(context, outcomes, generation)
         self._push(context, outcomes)
         pending = event.get("pending") or {}
         message = event.get("message") or f"Waiting for {len(pending)} calls failed."
@@ -172,6 +181,8 @@ class OutboundCallsBatchSensor(BaseSensorOperator):
         raise AirflowFailException(message)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
+        from airflow_provider_polyai.triggers.outbound_calls_batch import outcome_entry
+
         self.call_sids = validate_call_sids(self.call_sids)
         hook = self._hook()
         now = time.monotonic()
@@ -189,11 +200,12 @@ class OutboundCallsBatchSensor(BaseSensorOperator):
                 raise AirflowFailException(
                     explain_not_found(call_sid, self._last_statuses.get(call_sid), err)
                 ) from err
+            self._generation = status.generation
             if status.status != self._last_statuses.get(call_sid):
                 self.log.info("Call %s: %s -> %s", call_sid, self._last_statuses.get(call_sid), status.status)
                 self._last_statuses[call_sid] = status.status
             if status.is_terminal:
-                self._outcomes[call_sid] = {"status": status.status, "reason": status.reason}
+                self._outcomes[call_sid] = outcome_entry(status)
                 continue
             interval = next_poll_interval(status.status, self.poke_interval, self.in_progress_poke_interval)
             self._due_at[call_sid] = time.monotonic() + interval
@@ -201,7 +213,7 @@ class OutboundCallsBatchSensor(BaseSensorOperator):
         self.log.info("%d of %d calls ended.", len(self._outcomes), len(self.call_sids))
         if len(self._outcomes) < len(self.call_sids):
             return False
-        return PokeReturnValue(is_done=True, xcom_value=self._finish(context, self._outcomes))
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(context, self._outcomes, self._generation))
 
     def _get_next_poke_interval(
         self,
@@ -218,19 +230,31 @@ class OutboundCallsBatchSensor(BaseSensorOperator):
         return max(0.0, min(interval, self.timeout - run_duration()))
 
     def _push(self, context: Context, outcomes: dict[str, dict[str, str]]) -> dict[str, int]:
-        from airflow_provider_polyai.triggers.outbound_calls_batch import count_statuses
+        from airflow_provider_polyai.triggers.outbound_calls_batch import count_outcomes, count_statuses
 
         counts = count_statuses(outcomes)
         ti = context["ti"]
         ti.xcom_push(key="return_value", value=dict(outcomes))
         ti.xcom_push(key=XCOM_COUNTS_KEY, value=counts)
+        ti.xcom_push(key=XCOM_OUTCOME_COUNTS_KEY, value=count_outcomes(outcomes))
         return counts
 
-    def _finish(self, context: Context, outcomes: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
-        """Push the outcomes and counts, then fail the task if any call ended in a failure status."""
+    def _finish(
+        self, context: Context, outcomes: dict[str, dict[str, str]], generation: str | None = None
+    ) -> dict[str, dict[str, str]]:
+        """Push the outcomes and counts, then fail the task if any call ended in a failure status.
+
+        ``generation`` is the API generation that reported the statuses, ``None`` when no status
+        was read. A raw status in ``failure_statuses`` that it never reports fails the task, as with
+        the single-call sensor, because it could never match.
+        """
+        from airflow_provider_polyai.triggers.outbound_calls_batch import failed_call_sids
+
         counts = self._push(context, outcomes)
         self.log.info("All %d calls ended: %s", len(outcomes), counts or "no calls")
-        failed = sorted(sid for sid, outcome in outcomes.items() if outcome["status"] in self.failure_statuses)
+        if self.failure_statuses and generation is not None and outcomes:
+            check_failure_statuses_for(self.failure_statuses, generation, min(outcomes))
+        failed = failed_call_sids(outcomes, self.failure_statuses)
         if failed:
             shown = ", ".join(f"{sid} ({outcomes[sid]['status']})" for sid in failed[:5])
             more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
@@ -239,6 +263,21 @@ class OutboundCallsBatchSensor(BaseSensorOperator):
                 f"{shown}{more}."
             )
         return outcomes
+
+
+def _with_outcomes(outcomes: dict[str, dict[str, str]], generation: str | None) -> dict[str, dict[str, str]]:
+    """Return the trigger's SID mapping with ``outcome`` in every entry.
+
+    A trigger serialized before entries carried ``outcome`` sends entries without it, which are
+    completed here from the raw status and the event's generation.
+    """
+    completed = {}
+    for call_sid, entry in outcomes.items():
+        if "outcome" not in entry:
+            status = CallStatus(call_sid, entry["status"], generation=generation or DEFAULT_API_GENERATION)
+            entry = {**entry, "outcome": status.outcome}
+        completed[call_sid] = entry
+    return completed
 
 
 def _describe_pending(pending: dict[str, str | None]) -> str:

@@ -14,7 +14,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_polyai.exceptions import PolyAICallNotFoundError, PolyAIError, PolyAITransientError
 from airflow_provider_polyai.models import CallStatus, next_poll_interval
 from airflow_provider_polyai.triggers.outbound_call import MAX_ERROR_BACKOFF_SECONDS
-from airflow_provider_polyai.waiting import explain_not_found
+from airflow_provider_polyai.waiting import explain_not_found, foreign_failure_statuses
 
 if TYPE_CHECKING:
     from airflow_provider_polyai.hooks.polyai import PolyAIHook
@@ -24,8 +24,28 @@ DEFAULT_MAX_CONCURRENCY = 32
 
 
 def count_statuses(outcomes: dict[str, dict[str, str]]) -> dict[str, int]:
-    """Return how many calls ended in each status, for example ``{"completed": 3, "busy": 1}``."""
+    """Return how many calls ended in each raw status, for example ``{"completed": 3, "busy": 1}``."""
     return dict(sorted(Counter(outcome["status"] for outcome in outcomes.values()).items()))
+
+
+def count_outcomes(outcomes: dict[str, dict[str, str]]) -> dict[str, int]:
+    """Return how many calls ended in each outcome, for example ``{"completed": 3, "failed": 1}``."""
+    return dict(sorted(Counter(outcome["outcome"] for outcome in outcomes.values()).items()))
+
+
+def outcome_entry(status: CallStatus) -> dict[str, str]:
+    """Return a terminal call's entry in the SID mapping: raw status, reason and outcome."""
+    return {"status": status.status, "reason": status.reason, "outcome": status.outcome}
+
+
+def failed_call_sids(outcomes: dict[str, dict[str, str]], failure_statuses: Iterable[str]) -> list[str]:
+    """Return, sorted, the SIDs whose raw status or outcome is in ``failure_statuses``."""
+    statuses = frozenset(failure_statuses)
+    return sorted(
+        call_sid
+        for call_sid, outcome in outcomes.items()
+        if outcome["status"] in statuses or outcome.get("outcome") in statuses
+    )
 
 
 class OutboundCallsBatchTrigger(BaseTrigger):
@@ -39,13 +59,17 @@ class OutboundCallsBatchTrigger(BaseTrigger):
 
     The trigger fires one event. Its payload has ``event`` set to ``"terminal"`` (every call
     ended), ``"timeout"`` or ``"error"`` (a permanent error on one SID, named in ``message``). It
-    also has ``outcomes`` (SID to ``{"status", "reason"}`` for the calls that ended), ``counts``
-    (calls per terminal status) and ``pending`` (SID to last status seen, for the other calls).
+    also has ``outcomes`` (SID to ``{"status", "reason", "outcome"}`` for the calls that ended),
+    ``counts`` (calls per raw terminal status), ``outcome_counts`` (calls per outcome), ``pending``
+    (SID to last status seen, for the other calls) and ``generation`` (the API generation that
+    reported the statuses, ``None`` before the first status is read).
 
-    With ``end_from_trigger``, when every call ended and none in a status of ``failure_statuses``,
-    the event is a ``TaskSuccessEvent`` that stores ``return_value`` (the outcomes) and ``counts``
-    as XComs, so the task ends on the triggerer. A trigger not started by a triggerer (``dag.test()``)
-    always fires the plain event.
+    With ``end_from_trigger``, when every call ended and none in a raw status or outcome of
+    ``failure_statuses``, the event is a ``TaskSuccessEvent`` that stores ``return_value`` (the
+    outcomes), ``counts`` and ``outcome_counts`` as XComs, so the task ends on the triggerer. It
+    resumes the task on a worker instead when ``failure_statuses`` names a raw status that the
+    generation never reports, so that the worker fails the task with that mistake named. A trigger
+    not started by a triggerer (``dag.test()``) always fires the plain event.
 
     :param call_sids: SIDs of the calls to watch; each is polled once per due time.
     :param polyai_conn_id: id of the ``polyai`` connection.
@@ -54,7 +78,8 @@ class OutboundCallsBatchTrigger(BaseTrigger):
     :param deadline: UNIX time in seconds after which the trigger gives up; ``None`` waits forever.
     :param max_concurrency: status requests in flight at most.
     :param end_from_trigger: end a successful task from the triggerer, as described above.
-    :param failure_statuses: terminal statuses that fail the task; only read with ``end_from_trigger``.
+    :param failure_statuses: terminal statuses or outcomes that fail the task; only read with
+        ``end_from_trigger``.
     """
 
     def __init__(
@@ -114,6 +139,7 @@ class _BatchWait:
         # SID -> last status seen (None before the first successful poll), for calls not yet ended.
         self.pending: dict[str, str | None] = dict.fromkeys(trigger.call_sids)
         self.outcomes: dict[str, dict[str, str]] = {}
+        self.generation: str | None = None
         self.errors_in_row: dict[str, int] = {}
         self.warned_unknown: set[str] = set()
         self.due: asyncio.Queue[str] = asyncio.Queue()
@@ -172,6 +198,7 @@ class _BatchWait:
                 return
 
             self.errors_in_row.pop(call_sid, None)
+            self.generation = status.generation
             if status.is_terminal:
                 self._record_outcome(status)
                 continue
@@ -211,7 +238,7 @@ class _BatchWait:
 
     def _record_outcome(self, status: CallStatus) -> None:
         previous = self.pending.pop(status.call_sid)
-        self.outcomes[status.call_sid] = {"status": status.status, "reason": status.reason}
+        self.outcomes[status.call_sid] = outcome_entry(status)
         self.log.info(
             "Call %s: %s -> %s (%s); %d of %d calls ended",
             status.call_sid,
@@ -239,12 +266,18 @@ class _BatchWait:
 
     def _terminal_event(self) -> TriggerEvent:
         trigger = self.trigger
-        failed = any(outcome["status"] in trigger.failure_statuses for outcome in self.outcomes.values())
-        if trigger.end_from_trigger and trigger.task_instance is not None and not failed:
+        failed = bool(failed_call_sids(self.outcomes, trigger.failure_statuses))
+        # A raw status of another generation can never match; the worker fails the task naming it.
+        foreign = bool(self.generation and foreign_failure_statuses(trigger.failure_statuses, self.generation))
+        if trigger.end_from_trigger and trigger.task_instance is not None and not failed and not foreign:
             from airflow.triggers.base import TaskSuccessEvent
 
             return TaskSuccessEvent(
-                xcoms={"return_value": dict(self.outcomes), "counts": count_statuses(self.outcomes)}
+                xcoms={
+                    "return_value": dict(self.outcomes),
+                    "counts": count_statuses(self.outcomes),
+                    "outcome_counts": count_outcomes(self.outcomes),
+                }
             )
         return self._event("terminal")
 
@@ -254,7 +287,9 @@ class _BatchWait:
                 "event": kind,
                 "outcomes": dict(self.outcomes),
                 "counts": count_statuses(self.outcomes),
+                "outcome_counts": count_outcomes(self.outcomes),
                 "pending": dict(self.pending),
+                "generation": self.generation,
                 "message": message,
             }
         )
