@@ -213,9 +213,11 @@ class AirflowCluster:
                 "AIRFLOW__API__WORKERS": "1",
                 "AIRFLOW__API_AUTH__JWT_SECRET": base64.b64encode(os.urandom(16)).decode(),
                 # One parsing process and a short rescan, so DAG files added by a test appear quickly.
+                # A file already parsed is parsed again only after 5 minutes: a re-parse that fails,
+                # for example while the provider's source is being edited, deactivates its DAGs.
                 "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "2",
-                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
                 # Deferral timeouts are checked every 15 s by default; a test should not wait that long.
                 "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "2",
                 # A killed triggerer's triggers move to a live one once its heartbeat is this stale.

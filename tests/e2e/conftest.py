@@ -1,4 +1,4 @@
-"""Fixtures for the end-to-end tests: one real Airflow deployment shared by the whole session."""
+"""Fixtures for the end-to-end tests: one real Airflow deployment shared by the tests in this package."""
 
 from __future__ import annotations
 
@@ -20,11 +20,13 @@ DAG_FILES = sorted((Path(__file__).parent / "dags").glob("*.py"))
 _ACTIVE: list[AirflowCluster] = []
 
 
-@pytest.fixture(scope="session")
+# Package scope: the deployment stops after the last test in tests/e2e, not at the end of the session,
+# so it does not slow down the tests collected after it.
+@pytest.fixture(scope="package")
 def airflow_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowCluster]:
     """A running scheduler, triggerer, dag-processor, api-server and local PolyAI server.
 
-    Starting it takes about 45 s on a 2-core machine, so the session shares one. A test that kills
+    Starting it takes about 45 s on a 2-core machine, so the tests in this package share one. A test that kills
     or adds triggerers calls :func:`restore_triggerer` when it ends.
     """
     kept = os.environ.get(WORKDIR_ENV)

@@ -2,8 +2,8 @@
 
 The operator asks Airflow for a deferral timeout a grace period longer than ``wait_timeout``, so its
 trigger's own timeout event normally comes first. This file sets that grace period to zero for the
-tasks it defines (module globals are per process, and a worker process parses only this file for
-them), so the test can stop every triggerer and see the scheduler end the wait after
+tasks it defines. Module globals are per process, and a worker process parses only this file for
+them. The test can then stop every triggerer and see the scheduler end the wait after
 ``wait_timeout`` seconds instead of a minute later.
 """
 
