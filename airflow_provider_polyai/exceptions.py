@@ -35,7 +35,9 @@ class PolyAIAPIError(PolyAIError, AirflowFailException):
 
     def __init__(self, message: str, *, status_code: int, error: str = "", code: str = "") -> None:
         super().__init__(message)
-        self.status_code = status_code
+        # AirflowException.status_code is typed HTTPStatus, inferred from its class default, though it
+        # is any HTTP status code. Here it is PolyAI's response status, which HTTPStatus may not list.
+        self.status_code = status_code  # type: ignore[assignment]
         self.error = error
         self.code = code
 
@@ -66,7 +68,8 @@ class PolyAITransientError(PolyAIError):
         request_sent: bool = True,
     ) -> None:
         super().__init__(message)
-        self.status_code = status_code
+        # None when no response arrived; see PolyAIAPIError for why the type check is silenced.
+        self.status_code = status_code  # type: ignore[assignment]
         self.retry_after = retry_after
         self.request_sent = request_sent
 

@@ -344,7 +344,7 @@ def test_batch_sensor_run_pushes_outcomes(airflow_db, polyai_connection, mode):
     from airflow.utils.state import TaskInstanceState
 
     options = {"deferrable": True} if mode == "deferrable" else {"deferrable": False, "mode": mode}
-    run, ti = _run_batch_dag(
+    _, ti = _run_batch_dag(
         polyai_connection,
         f"test_batch_sensor_{mode}",
         {"+14155550180": dict(QUICK), "+14155550185": {**QUICK, "status": "busy", "reason": "line busy"}},
@@ -361,7 +361,7 @@ def test_batch_sensor_run_pushes_outcomes(airflow_db, polyai_connection, mode):
 def test_batch_sensor_run_fails_on_failure_status(airflow_db, polyai_connection):
     from airflow.utils.state import TaskInstanceState
 
-    run, ti = _run_batch_dag(
+    _, ti = _run_batch_dag(
         polyai_connection,
         "test_batch_sensor_failure_status",
         {"+14155550190": dict(QUICK), "+14155550196": {**QUICK, "status": "failed", "reason": "carrier"}},
@@ -417,7 +417,7 @@ def test_batch_sensor_generation_fails_on_failed_outcome(airflow_db, polyai_serv
     _use_generation(polyai_server, monkeypatch, generation)
     options = {"deferrable": True} if mode == "deferrable" else {"deferrable": False, "mode": mode}
     busy_number = "+14155550225"
-    run, ti = _run_batch_dag(
+    _, ti = _run_batch_dag(
         polyai_server,
         f"test_batch_sensor_{generation}_{mode}_failed_outcome",
         {"+14155550220": dict(QUICK), busy_number: {**QUICK, "status": "busy", "reason": "line busy"}},

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 import requests
+
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, TaskDeferred
 
@@ -80,9 +81,10 @@ def _run(request, operator_class=TriggerOutboundCallOperator, *, params: dict | 
 
 
 def _stored_record(ti) -> dict | None:
+    from sqlalchemy import select
+
     from airflow.models.task_state_store import TaskStateStoreModel
     from airflow.utils.session import create_session
-    from sqlalchemy import select
 
     with create_session() as session:
         value = session.scalar(
@@ -100,7 +102,7 @@ def _stored_record(ti) -> dict | None:
 
 
 def test_operator_run_returns_sid_and_pushes_xcom(airflow_db, polyai_connection, request):
-    run, ti = _run(request, to_number=COMPLETED_NUMBER)
+    _, ti = _run(request, to_number=COMPLETED_NUMBER)
 
     [call] = _calls(polyai_connection)
     assert ti.state == "success"
@@ -127,14 +129,14 @@ def test_operator_run_renders_templated_fields(airflow_db, polyai_connection, re
 
 
 def test_operator_run_accepts_templated_json_metadata(airflow_db, polyai_connection, request):
-    run, ti = _run(request, to_number=COMPLETED_NUMBER, metadata='{"run_id": "{{ run_id }}"}')
+    run, _ = _run(request, to_number=COMPLETED_NUMBER, metadata='{"run_id": "{{ run_id }}"}')
 
     [call] = _calls(polyai_connection)
     assert call["metadata"] == {"run_id": run.run_id}
 
 
 def test_operator_run_invalid_number_fails_without_request(airflow_db, polyai_connection, request):
-    run, ti = _run(request, to_number="12345", retries=2)
+    _, ti = _run(request, to_number="12345", retries=2)
 
     assert ti.state == "failed"
     assert ti.try_number == 1
@@ -151,7 +153,7 @@ def test_operator_templated_fields():
 @pytest.mark.polyai_time_scale(20)
 @pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "worker"])
 def test_operator_run_waits_for_completion(airflow_db, polyai_connection, request, deferrable):
-    run, ti = _run(request, to_number=COMPLETED_NUMBER, wait_for_completion=True, deferrable=deferrable)
+    _, ti = _run(request, to_number=COMPLETED_NUMBER, wait_for_completion=True, deferrable=deferrable)
 
     [call] = _calls(polyai_connection)
     assert ti.state == "success"
@@ -164,7 +166,7 @@ def test_operator_run_waits_for_completion(airflow_db, polyai_connection, reques
 @pytest.mark.polyai_time_scale(20)
 @pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "worker"])
 def test_operator_run_failure_status_fails_with_xcom(airflow_db, polyai_connection, request, deferrable):
-    run, ti = _run(
+    _, ti = _run(
         request,
         to_number=BUSY_NUMBER,
         wait_for_completion=True,
@@ -258,7 +260,7 @@ def test_operator_deferrable_defaults_to_true(monkeypatch):
 
 
 def test_operator_retry_reuses_placed_call(airflow_db, polyai_connection, request):
-    run, ti = _run(request, _FailAfterDialOnFirstTry, to_number=COMPLETED_NUMBER, retries=1, retry_delay=timedelta(0))
+    _, ti = _run(request, _FailAfterDialOnFirstTry, to_number=COMPLETED_NUMBER, retries=1, retry_delay=timedelta(0))
 
     [call] = _calls(polyai_connection)
     assert ti.state == "success"
@@ -273,7 +275,7 @@ def test_operator_retry_reuses_placed_call(airflow_db, polyai_connection, reques
 
 @pytest.mark.polyai_time_scale(20)
 def test_operator_retry_reuses_call_and_waits(airflow_db, polyai_connection, request):
-    run, ti = _run(
+    _, ti = _run(
         request,
         _FailAfterDialOnFirstTry,
         to_number=COMPLETED_NUMBER,
@@ -291,7 +293,7 @@ def test_operator_retry_reuses_call_and_waits(airflow_db, polyai_connection, req
 
 
 def test_operator_redial_on_retry_dials_again(airflow_db, polyai_connection, request):
-    run, ti = _run(
+    _, ti = _run(
         request,
         _FailAfterDialOnFirstTry,
         to_number=COMPLETED_NUMBER,
@@ -309,7 +311,7 @@ def test_operator_redial_on_retry_dials_again(airflow_db, polyai_connection, req
 def test_operator_unknown_outcome_blocks_redial(airflow_db, polyai_connection, request):
     _admin(polyai_connection, "faults", {"endpoint": "trigger", "faults": ["502"]})
 
-    run, ti = _run(request, _LoseWorkerOnUnknownOutcome, to_number=COMPLETED_NUMBER, retries=3, retry_delay=timedelta(0))
+    _, ti = _run(request, _LoseWorkerOnUnknownOutcome, to_number=COMPLETED_NUMBER, retries=3, retry_delay=timedelta(0))
 
     assert ti.state == "failed"
     # The second try found the unknown-outcome record and failed without retries or a request.
@@ -321,7 +323,7 @@ def test_operator_unknown_outcome_blocks_redial(airflow_db, polyai_connection, r
 def test_operator_unknown_outcome_fails_without_retry(airflow_db, polyai_connection, request):
     _admin(polyai_connection, "faults", {"endpoint": "trigger", "faults": ["504"]})
 
-    run, ti = _run(request, to_number=COMPLETED_NUMBER, retries=3, retry_delay=timedelta(0))
+    _, ti = _run(request, to_number=COMPLETED_NUMBER, retries=3, retry_delay=timedelta(0))
 
     assert ti.state == "failed"
     assert ti.try_number == 1
@@ -332,7 +334,7 @@ def test_operator_rejected_trigger_clears_record(airflow_db, polyai_connection, 
     # HTTP 400 means nothing was queued, so the record is dropped and a cleared task may dial.
     _admin(polyai_connection, "faults", {"endpoint": "trigger", "faults": ["400"]})
 
-    run, ti = _run(request, to_number=COMPLETED_NUMBER)
+    _, ti = _run(request, to_number=COMPLETED_NUMBER)
 
     assert ti.state == "failed"
     assert _stored_record(ti) is None
@@ -341,7 +343,9 @@ def test_operator_rejected_trigger_clears_record(airflow_db, polyai_connection, 
 def test_operator_missing_connection_does_not_block_retry(airflow_db, polyai_connection, request):
     # Nothing was sent, so the second try must report the missing connection again rather than
     # claim that an earlier trigger request may have placed a call.
-    run, ti = _run(request, to_number=COMPLETED_NUMBER, polyai_conn_id="polyai_missing", retries=1, retry_delay=timedelta(0))
+    _, ti = _run(
+        request, to_number=COMPLETED_NUMBER, polyai_conn_id="polyai_missing", retries=1, retry_delay=timedelta(0)
+    )
 
     assert ti.state == "failed"
     assert ti.try_number == 2

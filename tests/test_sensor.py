@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 import requests
+
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, TaskDeferred
 
@@ -302,13 +303,14 @@ def test_sensor_run_failure_status_fails_with_xcom(airflow_db, polyai_connection
 
 @pytest.mark.polyai_time_scale(4)
 def test_sensor_reschedule_mode_frees_slot_between_pokes(airflow_db, polyai_connection, request):
+    from sqlalchemy import func, select
+
     from airflow.models.taskreschedule import TaskReschedule
     from airflow.utils.session import create_session
-    from sqlalchemy import func, select
 
     # At 4x the default call takes 4 s of wall time. dag.test() looks for due reschedules once a
     # second, so the sensor is rescheduled about three times.
-    run, ti = _run_place_and_wait(request, COMPLETED_NUMBER, deferrable=False, mode="reschedule")
+    _, ti = _run_place_and_wait(request, COMPLETED_NUMBER, deferrable=False, mode="reschedule")
     with create_session() as session:
         reschedules = session.scalar(select(func.count()).where(TaskReschedule.ti_id == ti.id))
 
@@ -318,7 +320,7 @@ def test_sensor_reschedule_mode_frees_slot_between_pokes(airflow_db, polyai_conn
 
 @pytest.mark.polyai_time_scale(20)
 def test_sensor_poke_run_logs_each_transition(airflow_db, polyai_connection, request, capsys):
-    run, ti = _run_place_and_wait(request, COMPLETED_NUMBER, deferrable=False, mode="poke")
+    _, ti = _run_place_and_wait(request, COMPLETED_NUMBER, deferrable=False, mode="poke")
     call_sid = ti.xcom_pull(task_ids="place")
 
     out = capsys.readouterr().out
@@ -335,7 +337,7 @@ def test_sensor_run_times_out_without_retries(airflow_db, polyai_connection, req
         timeout=5,
     ).raise_for_status()
 
-    run, ti = _run_place_and_wait(request, COMPLETED_NUMBER, timeout=1, retries=2, **mode)
+    _, ti = _run_place_and_wait(request, COMPLETED_NUMBER, timeout=1, retries=2, **mode)
 
     assert ti.state == "failed"
     # Airflow does not retry a sensor that timed out, in any mode.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import statistics
 import time
@@ -117,7 +118,7 @@ async def test_trigger_polls_slower_once_in_progress(polyai_connection):
 
     reads = _status_reads(polyai_connection, call_sid)
     gaps_after = {"pre-answer": [], "in-progress": []}
-    for read, next_read in zip(reads, reads[1:]):
+    for read, next_read in itertools.pairwise(reads):
         phase = "in-progress" if read["call_status"] == "in-progress" else "pre-answer"
         gaps_after[phase].append(next_read["time"] - read["time"])
     short_gap = statistics.median(gaps_after["pre-answer"])
@@ -164,7 +165,9 @@ def test_trigger_serialize_kwargs_survive_json():
 async def test_trigger_rebuilt_from_serialize_reaches_same_outcome(polyai_connection):
     from airflow.sdk._shared.module_loading import import_string
 
-    call_sid = _place_call(polyai_connection, status="no-answer", reason="nobody", queued_seconds=0.1, ringing_seconds=0.2)
+    call_sid = _place_call(
+        polyai_connection, status="no-answer", reason="nobody", queued_seconds=0.1, ringing_seconds=0.2
+    )
     original = _trigger(call_sid, deadline=time.time() + 60)
     classpath, kwargs = original.serialize()
     rebuilt = import_string(classpath)(**json.loads(json.dumps(kwargs)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from airflow.sdk import Connection
 
 from airflow_provider_polyai.exceptions import PolyAIInvalidInputError

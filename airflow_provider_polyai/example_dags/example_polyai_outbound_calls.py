@@ -55,7 +55,11 @@ with DAG(
     def report(numbers: list[str], outcomes: list[dict], run_id: str | None = None) -> list[dict]:
         """Write one row per call (number, SID, status, reason) to a CSV file and the task log."""
         rows = []
-        for number, outcome in zip(numbers, outcomes):
+        # NOTE: a mapped sensor that failed without pushing (timeout, revoked token) leaves no entry in
+        # outcomes, because Airflow 3.3 drops missing XComs from the sequence rather than giving None.
+        # The lists then differ in length, later numbers pair with the wrong outcome, and the
+        # fallback below is not reached.
+        for number, outcome in zip(numbers, outcomes, strict=False):
             # A wait that failed before any outcome (for example a revoked token) pushed nothing.
             outcome = outcome or {
                 "call_sid": "",

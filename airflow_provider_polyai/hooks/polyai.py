@@ -87,7 +87,8 @@ async def _lease_shared_session(settings: ConnectionSettings) -> aiohttp.ClientS
     key = (settings.base_url, settings.verify_ssl)
     shared = sessions.get(key)
     if shared is None or shared.session.closed:
-        connector = aiohttp.TCPConnector(limit=ASYNC_POOL_SIZE, ssl=None if settings.verify_ssl else False)
+        # ssl=True verifies certificates with the default context; False turns verification off.
+        connector = aiohttp.TCPConnector(limit=ASYNC_POOL_SIZE, ssl=settings.verify_ssl)
         shared = _SharedSession(aiohttp.ClientSession(base_url=settings.base_url, connector=connector))
         sessions[key] = shared
     shared.leases += 1

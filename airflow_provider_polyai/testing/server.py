@@ -418,8 +418,9 @@ class LocalPolyAIServer:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         server = site._server
-        if self.port == 0 and server is not None and server.sockets:  # type: ignore[union-attr]
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        # aiohttp types _server as AbstractServer; a TCPSite creates an asyncio.Server, which has sockets.
+        if self.port == 0 and isinstance(server, asyncio.Server) and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None:

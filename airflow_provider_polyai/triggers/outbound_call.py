@@ -15,6 +15,8 @@ from airflow_provider_polyai.models import CallStatus, next_poll_interval
 from airflow_provider_polyai.waiting import explain_not_found, foreign_failure_statuses
 
 if TYPE_CHECKING:
+    from pydantic import JsonValue
+
     from airflow_provider_polyai.hooks.polyai import PolyAIHook
 
 #: Longest wait between two polls after consecutive transient errors, in seconds.
@@ -114,9 +116,11 @@ class OutboundCallStatusTrigger(BaseTrigger):
         ):
             from airflow.triggers.base import TaskSuccessEvent
 
+            # Copied because dict is invariant: a dict[str, str] does not type-check as dict[str, JsonValue].
+            return_value: dict[str, JsonValue] = {**status.to_xcom()}
             return TaskSuccessEvent(
                 xcoms={
-                    "return_value": status.to_xcom(),
+                    "return_value": return_value,
                     "status": status.status,
                     "reason": status.reason,
                     "outcome": status.outcome,

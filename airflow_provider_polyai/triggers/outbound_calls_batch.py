@@ -17,6 +17,8 @@ from airflow_provider_polyai.triggers.outbound_call import MAX_ERROR_BACKOFF_SEC
 from airflow_provider_polyai.waiting import explain_not_found, foreign_failure_statuses
 
 if TYPE_CHECKING:
+    from pydantic import JsonValue
+
     from airflow_provider_polyai.hooks.polyai import PolyAIHook
 
 #: Status polls in flight at once by default; below the hook's pool of 64 connections per base URL.
@@ -272,12 +274,12 @@ class _BatchWait:
         if trigger.end_from_trigger and trigger.task_instance is not None and not failed and not foreign:
             from airflow.triggers.base import TaskSuccessEvent
 
+            # Copied because dict is invariant: a dict[str, str] does not type-check as dict[str, JsonValue].
+            outcomes: dict[str, JsonValue] = {call_sid: {**entry} for call_sid, entry in self.outcomes.items()}
+            counts: dict[str, JsonValue] = {**count_statuses(self.outcomes)}
+            outcome_counts: dict[str, JsonValue] = {**count_outcomes(self.outcomes)}
             return TaskSuccessEvent(
-                xcoms={
-                    "return_value": dict(self.outcomes),
-                    "counts": count_statuses(self.outcomes),
-                    "outcome_counts": count_outcomes(self.outcomes),
-                }
+                xcoms={"return_value": outcomes, "counts": counts, "outcome_counts": outcome_counts}
             )
         return self._event("terminal")
 

@@ -112,7 +112,9 @@ def fast_server() -> Iterator[LocalPolyAIServer]:
 def connect(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     """Return a function that points connection ``conn_id`` at a server, with a short timeout."""
 
-    def point(server: LocalPolyAIServer, conn_id: str = "polyai_default", token: str | None = None, **extra: Any) -> None:
+    def point(
+        server: LocalPolyAIServer, conn_id: str = "polyai_default", token: str | None = None, **extra: Any
+    ) -> None:
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection_json(server, token, **extra))
 
     return point

@@ -81,10 +81,18 @@ def test_chaos_every_outcome_arrives_once(chaos_server, connect):
     connect(server, timeout=1.0)
     numbers = _numbers(CALLS)
 
-    admin(server, "random-faults", {"probability": FAULT_RATE, "kinds": SAFE_TRIGGER_FAULT_KINDS, "endpoint": "trigger", "seed": SEED})
+    admin(
+        server,
+        "random-faults",
+        {"probability": FAULT_RATE, "kinds": SAFE_TRIGGER_FAULT_KINDS, "endpoint": "trigger", "seed": SEED},
+    )
     hook = fast_hook(max_attempts=10)
     call_sids = {number: hook.trigger_call(number) for number in numbers}
-    admin(server, "random-faults", {"probability": FAULT_RATE, "kinds": STATUS_FAULT_KINDS, "endpoint": "status", "seed": SEED})
+    admin(
+        server,
+        "random-faults",
+        {"probability": FAULT_RATE, "kinds": STATUS_FAULT_KINDS, "endpoint": "status", "seed": SEED},
+    )
 
     events = asyncio.run(_watch_all(list(call_sids.values())))
     admin(server, "random-faults", {})

@@ -115,7 +115,9 @@ def test_trigger_logs_never_contain_token(server, capfd, fault):
     capfd.readouterr()
 
     events = run_trigger(
-        OutboundCallStatusTrigger(call_sid, poke_interval=0.02, in_progress_poke_interval=0.05, deadline=time.time() + 30)
+        OutboundCallStatusTrigger(
+            call_sid, poke_interval=0.02, in_progress_poke_interval=0.05, deadline=time.time() + 30
+        )
     )
 
     lines = log_lines(capfd)

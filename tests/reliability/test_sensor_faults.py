@@ -7,6 +7,7 @@ through ``dag.test()`` (task fails without retries) is in ``test_bad_input.py``.
 from __future__ import annotations
 
 import pytest
+
 from airflow.sdk import PokeReturnValue
 
 from airflow_provider_polyai.exceptions import AirflowFailException, PolyAIAuthenticationError
