@@ -12,7 +12,6 @@ import pytest
 import requests
 
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_polyai.exceptions import (
     PolyAIAPIError,
@@ -35,6 +34,7 @@ from airflow_provider_polyai.operators.outbound_call import TriggerOutboundCallO
 from airflow_provider_polyai.sensors.outbound_call import OutboundCallStatusSensor
 from airflow_provider_polyai.triggers.outbound_call import OutboundCallStatusTrigger
 from airflow_provider_polyai.waiting import raise_if_failure, status_from_event, validate_failure_statuses
+from tests.compat import AirflowFailException
 from tests.conftest import EXAMPLE_DAGS, sync_dag_to_db
 
 SID = "OUT-550e8400-e29b-41d4-a716-446655440000"

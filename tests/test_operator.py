@@ -11,12 +11,12 @@ import pytest
 import requests
 
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, TaskDeferred
 
 from airflow_provider_polyai.exceptions import PolyAICallOutcomeUnknownError, PolyAIInvalidInputError
 from airflow_provider_polyai.operators.outbound_call import CALL_RECORD_KEY, TriggerOutboundCallOperator
 from airflow_provider_polyai.triggers.outbound_call import OutboundCallStatusTrigger
 from airflow_provider_polyai.waiting import DEFERRAL_TIMEOUT_GRACE_SECONDS
+from tests.compat import AirflowFailException, AirflowSensorTimeout, TaskDeferred
 from tests.conftest import sync_dag_to_db
 
 COMPLETED_NUMBER = "+14155550160"

@@ -207,7 +207,7 @@ async def test_trigger_outside_triggerer_fires_plain_event(polyai_connection):
 
 
 def test_sensor_defers_with_end_from_trigger(polyai_connection):
-    from airflow.sdk.exceptions import TaskDeferred
+    from tests.compat import TaskDeferred
 
     (call_sid,) = _place_calls(polyai_connection, "+14155550220", 1, {"queued_seconds": 600})
     sensor = OutboundCallStatusSensor(task_id="wait", call_sid=call_sid, failure_statuses=["busy"], timeout=60)
@@ -221,7 +221,7 @@ def test_sensor_defers_with_end_from_trigger(polyai_connection):
 
 
 def test_sensor_end_from_trigger_can_be_switched_off(polyai_connection):
-    from airflow.sdk.exceptions import TaskDeferred
+    from tests.compat import TaskDeferred
 
     (call_sid,) = _place_calls(polyai_connection, "+14155550221", 1, {"queued_seconds": 600})
     sensor = OutboundCallStatusSensor(task_id="wait", call_sid=call_sid, end_from_trigger=False, timeout=60)

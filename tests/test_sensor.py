@@ -10,7 +10,6 @@ import pytest
 import requests
 
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, TaskDeferred
 
 from airflow_provider_polyai.exceptions import PolyAIError, PolyAIInvalidInputError
 from airflow_provider_polyai.hooks.polyai import PolyAIHook
@@ -18,6 +17,7 @@ from airflow_provider_polyai.operators.outbound_call import TriggerOutboundCallO
 from airflow_provider_polyai.sensors.outbound_call import OutboundCallStatusSensor
 from airflow_provider_polyai.triggers.outbound_call import OutboundCallStatusTrigger
 from airflow_provider_polyai.waiting import DEFERRAL_TIMEOUT_GRACE_SECONDS
+from tests.compat import AirflowFailException, AirflowSensorTimeout, TaskDeferred
 from tests.conftest import sync_dag_to_db
 
 SID = "OUT-550e8400-e29b-41d4-a716-446655440000"

@@ -254,7 +254,7 @@ async def test_trigger_malformed_sid_fires_error(polyai_connection):
 async def test_trigger_missing_connection_raises(polyai_connection):
     # Raised rather than sent as an error event: Airflow then fails the trigger, and the task's
     # retries apply, because a secrets backend that is briefly down also reports "not defined".
-    from airflow.sdk.exceptions import AirflowNotFoundException
+    from tests.compat import AirflowNotFoundException
 
     with pytest.raises(AirflowNotFoundException) as excinfo:
         await _first_event(_trigger(UNKNOWN_SID, polyai_conn_id="polyai_missing", deadline=time.time() + 5))
