@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime
 from types import SimpleNamespace
 
@@ -320,6 +321,60 @@ def test_batch_sensor_timeout_names_pending_calls():
 
     with pytest.raises(AirflowSensorTimeout, match=f"{UNKNOWN_SID} \\(ringing\\)"):
         sensor.execute_complete({"ti": _RecordingTaskInstance()}, event)
+
+
+def _poke_until_due(sensor, context) -> bool:
+    """Poke once after the earliest due time has passed, so that every poke reads a status."""
+    time.sleep(sensor.poke_interval * 2)
+    return sensor.poke(context)
+
+
+def test_batch_sensor_poke_logs_ended_count_once(polyai_connection, capfd):
+    sids = _place_calls(polyai_connection, {"+14155550230": {"queued_seconds": 0, "ringing_seconds": 600}})
+    sensor = OutboundCallsBatchSensor(
+        task_id="wait", call_sids=list(sids.values()), deferrable=False, mode="poke", poke_interval=0.05
+    )
+    context = {"ti": _RecordingTaskInstance()}
+    capfd.readouterr()
+
+    pokes = [_poke_until_due(sensor, context) for _ in range(3)]
+
+    out, err = capfd.readouterr()
+    ended_lines = [line for line in (out + err).splitlines() if "calls ended" in line]
+    assert pokes == [False, False, False]
+    assert _status_polls(polyai_connection, sids["+14155550230"]) == 3
+    assert len(ended_lines) == 1
+    assert "0 of 1 calls ended" in ended_lines[0]
+
+
+def test_batch_sensor_poke_failure_names_next_poll(polyai_connection, capfd, monkeypatch):
+    from airflow_provider_polyai.hooks.polyai import PolyAIHook
+
+    sids = _place_calls(polyai_connection, {"+14155550235": {"queued_seconds": 600}})
+    call_sid = sids["+14155550235"]
+    sensor = OutboundCallsBatchSensor(
+        task_id="wait", call_sids=[call_sid], deferrable=False, mode="poke", poke_interval=0.5
+    )
+    # One request per poll, so the poll fails without waiting for the hook's retries.
+    monkeypatch.setattr(sensor, "_hook", lambda: PolyAIHook(max_attempts=1))
+    context = {"ti": _RecordingTaskInstance()}
+    # A first successful poll leaves a due time that has passed by the failing poll.
+    sensor.poke(context)
+    requests.post(
+        f"{polyai_connection.base_url}/_local/faults",
+        json={"endpoint": "status", "call_sid": call_sid, "faults": ["503"]},
+        timeout=10,
+    ).raise_for_status()
+    capfd.readouterr()
+
+    done = _poke_until_due(sensor, context)
+
+    out, err = capfd.readouterr()
+    failures = [line for line in (out + err).splitlines() if "status poll failed" in line]
+    assert done is False
+    assert len(failures) == 1
+    assert "next poll in 0.5 s" in failures[0]
+    assert sensor._get_next_poke_interval(0.0, lambda: 0.0, 1) > 0.4
 
 
 def _run_batch_dag(server, dag_id: str, numbers_scenarios: dict[str, dict], **sensor_kwargs):

@@ -181,7 +181,15 @@ class OutboundCallStatusSensor(BaseSensorOperator):
             status = self._read_status()
         except PolyAITransientError as err:
             # The hook has already retried; the wait goes on until the sensor's timeout.
-            self.log.warning("Call %s: status poll failed, polling again later: %s", self.call_sid, err)
+            if self.exponential_backoff:
+                self.log.warning(
+                    "Call %s: status poll failed, next poll after the exponential backoff: %s", self.call_sid, err
+                )
+            else:
+                interval = next_poll_interval(
+                    self._last_status or "", self.poke_interval, self.in_progress_poke_interval
+                )
+                self.log.warning("Call %s: status poll failed, next poll in %.1f s: %s", self.call_sid, interval, err)
             return False
         if not status.is_terminal:
             return False
@@ -204,7 +212,7 @@ class OutboundCallStatusSensor(BaseSensorOperator):
         elif status.status != self._last_status:
             interval = next_poll_interval(status.status, self.poke_interval, self.in_progress_poke_interval)
             self.log.info(
-                "Call %s: %s -> %s, next poll in %.0f s", self.call_sid, self._last_status, status.status, interval
+                "Call %s: %s -> %s, next poll in %.1f s", self.call_sid, self._last_status, status.status, interval
             )
         self._last_status = status.status
         return status

@@ -127,6 +127,8 @@ class OutboundCallsBatchSensor(BaseSensorOperator):
         self._last_statuses: dict[str, str | None] = {}
         self._due_at: dict[str, float] = {}
         self._generation: str | None = None
+        # Number of ended calls in the last "N of M calls ended" line, so each count is logged once.
+        self._ended_count_logged: int | None = None
 
     def _hook(self) -> PolyAIHook:
         from airflow_provider_polyai.hooks.polyai import PolyAIHook
@@ -192,8 +194,12 @@ class OutboundCallsBatchSensor(BaseSensorOperator):
             try:
                 status = hook.get_call_status(call_sid)
             except PolyAITransientError as err:
-                # The hook has already retried; this call is polled again at the next poke.
-                self.log.warning("Call %s: status poll failed, polling again later: %s", call_sid, err)
+                # The hook has already retried. Without a due time the call would be polled again at
+                # once, so it waits poke_interval like a call that is still queued.
+                self._due_at[call_sid] = time.monotonic() + self.poke_interval
+                self.log.warning(
+                    "Call %s: status poll failed, next poll in %.1f s: %s", call_sid, self.poke_interval, err
+                )
                 continue
             except PolyAICallNotFoundError as err:
                 self._push(context, self._outcomes)
@@ -210,7 +216,9 @@ class OutboundCallsBatchSensor(BaseSensorOperator):
             interval = next_poll_interval(status.status, self.poke_interval, self.in_progress_poke_interval)
             self._due_at[call_sid] = time.monotonic() + interval
 
-        self.log.info("%d of %d calls ended.", len(self._outcomes), len(self.call_sids))
+        if len(self._outcomes) != self._ended_count_logged:
+            self.log.info("%d of %d calls ended.", len(self._outcomes), len(self.call_sids))
+            self._ended_count_logged = len(self._outcomes)
         if len(self._outcomes) < len(self.call_sids):
             return False
         return PokeReturnValue(is_done=True, xcom_value=self._finish(context, self._outcomes, self._generation))

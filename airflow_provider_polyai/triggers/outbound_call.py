@@ -205,7 +205,7 @@ class OutboundCallStatusTrigger(BaseTrigger):
             interval = next_poll_interval(latest.status, self.poke_interval, self.in_progress_poke_interval)
             if latest.status != self.last_status:
                 self.log.info(
-                    "Call %s: %s -> %s, next poll in %.0f s",
+                    "Call %s: %s -> %s, next poll in %.1f s",
                     self.call_sid,
                     self.last_status,
                     latest.status,
