@@ -267,8 +267,10 @@ class TriggerOutboundCallOperator(BaseOperator):
                 self.to_number, country_code=self.country_code, encryption=self.encryption, metadata=self.metadata
             )
 
-        record = store.get(CALL_RECORD_KEY) if not self.redial_on_retry else None
-        if record and record.get("call_sid"):
+        stored = store.get(CALL_RECORD_KEY) if not self.redial_on_retry else None
+        # This operator stores only dicts under CALL_RECORD_KEY; the store's type is any JSON value.
+        record: dict[str, Any] = stored if isinstance(stored, dict) else {}
+        if record.get("call_sid"):
             self.log.info(
                 "An earlier try already placed call %s to %s; not dialling again.",
                 record["call_sid"],
