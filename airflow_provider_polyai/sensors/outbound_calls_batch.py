@@ -23,6 +23,7 @@ from airflow_provider_polyai.waiting import (
     check_failure_statuses_for,
     deadline_after,
     default_deferrable,
+    default_end_from_trigger,
     explain_not_found,
     validate_failure_statuses,
     validate_intervals,
@@ -92,7 +93,8 @@ class OutboundCallsBatchSensor(BaseSensorOperator):
         ``OutboundCallStatusSensor``.
     :param max_concurrency: status requests in flight at most in deferrable mode.
     :param end_from_trigger: when deferred and no call ends in a failure status, end the task from
-        the triggerer with the same XComs, so no worker slot is taken after the wait.
+        the triggerer with the same XComs, so no worker slot is taken after the wait. Defaults to
+        ``True`` unless plugins register listeners, which Airflow does not allow with it.
     """
 
     template_fields: Sequence[str] = ("call_sids",)
@@ -108,7 +110,7 @@ class OutboundCallsBatchSensor(BaseSensorOperator):
         in_progress_poke_interval: float = 15.0,
         failure_statuses: Iterable[str] = (),
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        end_from_trigger: bool = True,
+        end_from_trigger: bool | None = None,
         **kwargs: Any,
     ) -> None:
         validate_intervals(poke_interval, in_progress_poke_interval)
@@ -121,7 +123,7 @@ class OutboundCallsBatchSensor(BaseSensorOperator):
         self.in_progress_poke_interval = float(in_progress_poke_interval)
         self.failure_statuses = validate_failure_statuses(failure_statuses)
         self.max_concurrency = max_concurrency
-        self.end_from_trigger = end_from_trigger
+        self.end_from_trigger = default_end_from_trigger() if end_from_trigger is None else end_from_trigger
         # Poke and reschedule modes: state kept between pokes of one worker process.
         self._outcomes: dict[str, dict[str, str]] = {}
         self._last_statuses: dict[str, str | None] = {}
