@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.request
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,7 +132,7 @@ def print_schedule(base_url: str) -> None:
             polls[entry["call_sid"]].append((entry["time"], entry["call_status"]))
     gaps: dict[str, list[float]] = defaultdict(list)
     for series in polls.values():
-        for (earlier, status), (later, _) in zip(series, series[1:]):
+        for (earlier, status), (later, _) in pairwise(series):
             gaps[status].append(later - earlier)
     print("\nStatus polls received by the local server (gap after a poll that read each status):")
     # Open statuses of every API generation, in the order a call passes through them.

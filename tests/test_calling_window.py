@@ -252,7 +252,8 @@ def frozen_now(monkeypatch):
 
 def test_operator_defers_until_window_opens(polyai_connection, frozen_now):
     from airflow.providers.standard.triggers.temporal import DateTimeTrigger
-    from airflow.sdk.exceptions import TaskDeferred
+
+    from tests.compat import TaskDeferred
 
     frozen_now(datetime(2026, 3, 28, 21, 0, tzinfo=LONDON))
     operator = TriggerOutboundCallOperator(task_id="call", to_number=UK_NUMBER, calling_window=OFFICE_HOURS)
@@ -267,7 +268,7 @@ def test_operator_defers_until_window_opens(polyai_connection, frozen_now):
 
 
 def test_operator_skips_outside_window(polyai_connection, frozen_now):
-    from airflow.sdk.exceptions import AirflowSkipException
+    from tests.compat import AirflowSkipException
 
     frozen_now(datetime(2026, 6, 3, 23, 0, tzinfo=LONDON))
     operator = TriggerOutboundCallOperator(
@@ -290,7 +291,7 @@ def test_operator_dials_inside_window(polyai_connection, frozen_now):
 
 
 def test_operator_rechecks_window_on_resume(polyai_connection, frozen_now):
-    from airflow.sdk.exceptions import TaskDeferred
+    from tests.compat import TaskDeferred
 
     # The trigger fired, but the clock now reads a time the window is closed again (a late resume).
     frozen_now(datetime(2026, 6, 3, 20, 30, tzinfo=LONDON))
@@ -326,7 +327,7 @@ def test_operator_unknown_zone_fails_before_dialling(polyai_connection, frozen_n
 
 
 def test_operator_time_zone_overrides_number(polyai_connection, frozen_now):
-    from airflow.sdk.exceptions import TaskDeferred
+    from tests.compat import TaskDeferred
 
     # 10:00 in London is 02:00 in Los Angeles: closed there.
     frozen_now(datetime(2026, 6, 3, 10, 0, tzinfo=LONDON))

@@ -51,3 +51,30 @@ def test_example_dag_reports_every_outcome(airflow_db, polyai_connection, tmp_pa
         assert pulled["status"] == status, map_index
         assert pulled["reason"] == reason, map_index
         assert pulled["return_value"]["call_sid"] == placed_sid, map_index
+
+
+@pytest.mark.polyai_time_scale(20)
+def test_example_dag_reports_failed_wait_in_place(airflow_db, polyai_connection, tmp_path, monkeypatch):
+    monkeypatch.setenv("POLYAI_REPORT_DIR", str(tmp_path))
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.1
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+    from airflow.utils.state import DagRunState
+
+    # The busy number's status reads are rejected, so its wait fails and pushes no outcome.
+    polyai_connection.state.faults.add_rule({"endpoint": "status", "to_number": "+14155550105", "faults": ["401"] * 20})
+    dag = DagBag(dag_folder=str(EXAMPLE_DAGS)).get_dag(DAG_ID)
+
+    run = dag.test()
+
+    # The run's state follows its leaf, the report, which runs after every wait ends either way.
+    assert run.state == DagRunState.SUCCESS
+    assert run.get_task_instance("wait_for_call", map_index=3).state == "failed"
+    report = run.get_task_instance("report").xcom_pull(task_ids="report")
+    assert [row["status"] for row in report] == ["completed", "completed", "no-answer", "unknown", "failed"]
+    placed = [call.to_number for call in polyai_connection.state.calls.values()]
+    assert report[3]["to_number"] == "+14155550105"
+    assert report[3]["call_sid"] in polyai_connection.state.calls
+    assert polyai_connection.state.calls[report[3]["call_sid"]].to_number == "+14155550105"
+    assert sorted(placed) == sorted(row["to_number"] for row in report)

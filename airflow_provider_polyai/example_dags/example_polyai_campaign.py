@@ -101,18 +101,18 @@ with DAG(
         """
         from airflow_provider_polyai.calling_window import time_zones_for
 
-        max_contacts = None if max_contacts in ("", "None") else int(max_contacts)
-        time_zone = None if time_zone in ("", "None") else time_zone
+        limit = None if max_contacts in ("", "None") else int(max_contacts)
+        zone_override = None if time_zone in ("", "None") else time_zone
         with open(contacts_csv, newline="") as file:
             rows = list(csv.DictReader(file))
-        if max_contacts:
-            rows = rows[:max_contacts]
+        if limit:
+            rows = rows[:limit]
 
         contacts = []
         seen: dict[str, int] = {}
         for line, row in enumerate(rows, start=2):
             number = (row.get("to_number") or "").strip()
-            zone = time_zone or (row.get("time_zone") or "").strip() or None
+            zone = zone_override or (row.get("time_zone") or "").strip() or None
             try:
                 # Checks the number and that its calling window can be placed in a time zone.
                 time_zones_for(number, time_zone=zone)

@@ -52,21 +52,21 @@ with DAG(
     ).expand(call_sid=place_call.output)
 
     @task(trigger_rule="all_done")
-    def report(numbers: list[str], outcomes: list[dict], run_id: str | None = None) -> list[dict]:
+    def report(numbers: list[str], run_id: str | None = None, ti=None) -> list[dict]:
         """Write one row per call (number, SID, status, reason) to a CSV file and the task log."""
         rows = []
-        # NOTE: a mapped sensor that failed without pushing (timeout, revoked token) leaves no entry in
-        # outcomes, because Airflow 3.3 drops missing XComs from the sequence rather than giving None.
-        # The lists then differ in length, later numbers pair with the wrong outcome, and the
-        # fallback below is not reached.
-        for number, outcome in zip(numbers, outcomes, strict=False):
-            # A wait that failed before any outcome (for example a revoked token) pushed nothing.
-            outcome = outcome or {
-                "call_sid": "",
-                "status": "unknown",
-                "reason": "no outcome recorded",
-                "outcome": "unknown",
-            }
+        for map_index, number in enumerate(numbers):
+            # Pulled per map index: a wait that failed before any outcome (a revoked token, a
+            # timeout) pushed nothing, and the row must still pair this number with its own SID.
+            outcome = ti.xcom_pull(task_ids="wait_for_call", map_indexes=map_index)
+            if not outcome:
+                call_sid = ti.xcom_pull(task_ids="place_call", map_indexes=map_index) or ""
+                outcome = {
+                    "call_sid": call_sid,
+                    "status": "unknown",
+                    "reason": "no outcome recorded",
+                    "outcome": "unknown",
+                }
             rows.append({"to_number": number, **outcome})
         report_dir = Path(os.environ.get("POLYAI_REPORT_DIR", "polyai_reports"))
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -86,4 +86,4 @@ with DAG(
         print(f"Report written to {path}")
         return rows
 
-    report(NUMBERS, wait_for_call.output)
+    wait_for_call >> report(NUMBERS)

@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
@@ -89,7 +89,7 @@ class TriggerOutboundCallOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("to_number", "country_code", "metadata", "calling_window", "time_zone")
-    template_fields_renderers = {"metadata": "json"}
+    template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
     ui_color = "#d9c8f7"
 
     def __init__(

@@ -11,7 +11,6 @@ import psutil
 import pytest
 
 from tests.e2e.cluster import AirflowCluster, wait_until
-from tests.e2e.dags.polyai_e2e_deferral_timeout import DEFERRAL_TIMEOUT_NUMBER
 from tests.e2e.dags.polyai_e2e_dags import (
     DEADLINE_NUMBER,
     DEADLINE_TIMEOUT_SECONDS,
@@ -20,6 +19,7 @@ from tests.e2e.dags.polyai_e2e_dags import (
     RESTART_TIMEOUT_SECONDS,
     SLOTS_NUMBER,
 )
+from tests.e2e.dags.polyai_e2e_deferral_timeout import DEFERRAL_TIMEOUT_NUMBER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
