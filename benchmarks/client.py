@@ -150,7 +150,7 @@ async def run(args: argparse.Namespace) -> dict:
     await asyncio.sleep(args.window)
     cpu = time.process_time() - cpu_before
     wall_after = time.time()
-    gc_runs = [stat["collections"] - before for stat, before in zip(gc.get_stats(), gc_before)]
+    gc_runs = [stat["collections"] - before for stat, before in zip(gc.get_stats(), gc_before, strict=True)]
     window_lags = list(lags)
     window_busy_lags = list(busy_lags)
     window_gc = list(gc_pauses.pauses)

@@ -113,14 +113,23 @@ def import_cost(repeats: int) -> dict:
         "t1 = time.perf_counter()\n"
         "print(t1 - t0, 'aiohttp' in sys.modules, 'requests' in sys.modules)\n"
     )
-    base = "import time\nt0 = time.perf_counter()\nimport airflow.sdk\nfrom airflow.sdk import BaseSensorOperator\nprint(time.perf_counter() - t0)\n"
+    base = (
+        "import time\n"
+        "t0 = time.perf_counter()\n"
+        "import airflow.sdk\n"
+        "from airflow.sdk import BaseSensorOperator\n"
+        "print(time.perf_counter() - t0)\n"
+    )
     sensor, sdk = [], []
     flags = None
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
         sensor.append(float(out[0]))
         flags = out[1:]
-        sdk.append(float(subprocess.run([sys.executable, "-c", base], capture_output=True, text=True, check=True).stdout))
+        sdk_run = subprocess.run([sys.executable, "-c", base], capture_output=True, text=True, check=True)
+        sdk.append(float(sdk_run.stdout))
     sensor.sort()
     sdk.sort()
     return {
@@ -181,7 +190,8 @@ def main() -> None:
                         f"{name:<11} {mode:<7} polls/s {result['polls_per_s']:8.1f} of {result['requested_per_s']:7.1f}"
                         f"  CPU/poll {result['cpu_us_per_poll']:7.1f} us  lag p50 {result['lag_p50_ms']:6.2f} ms"
                         f"  p99 {result['lag_p99_ms']:7.2f} ms  RSS/call {result['bytes_per_call'] / 1024:6.2f} KiB"
-                        f"  busy-lag p99 {result['busy_lag_p99_ms']:6.2f} ms  full GC max {result['gc_full_pause_max_ms']:.0f} ms"
+                        f"  busy-lag p99 {result['busy_lag_p99_ms']:6.2f} ms"
+                        f"  full GC max {result['gc_full_pause_max_ms']:.0f} ms"
                         f"  GC runs {result['gc_runs']}  load {result['load_average']:.1f}",
                         flush=True,
                     )
