@@ -28,7 +28,7 @@ test: venv
 
 # Static checks: ruff for style and bugs, mypy for types. Both are installed by the test extra.
 lint: venv
-	$(BIN)/python -m ruff check airflow_provider_polyai tests
+	$(BIN)/python -m ruff check airflow_provider_polyai tests scripts benchmarks
 	$(BIN)/python -m mypy airflow_provider_polyai
 
 # Oldest supported and current Airflow 3, each on the oldest and newest Python it supports here.
