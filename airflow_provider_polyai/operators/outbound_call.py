@@ -90,6 +90,9 @@ class TriggerOutboundCallOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("to_number", "country_code", "metadata", "calling_window", "time_zone")
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
+    #: Seconds Airflow's own deferral timeout waits past ``wait_timeout``, so that the trigger's
+    #: timeout event, which carries the last status seen, normally arrives first.
+    deferral_timeout_grace_seconds: ClassVar[float] = DEFERRAL_TIMEOUT_GRACE_SECONDS
     ui_color = "#d9c8f7"
 
     def __init__(
@@ -165,7 +168,7 @@ class TriggerOutboundCallOperator(BaseOperator):
                     deadline=deadline,
                 ),
                 method_name="execute_complete",
-                timeout=timedelta(seconds=self.wait_timeout + DEFERRAL_TIMEOUT_GRACE_SECONDS),
+                timeout=timedelta(seconds=self.wait_timeout + self.deferral_timeout_grace_seconds),
             )
         self._finish(context, self._poll_until_terminal(call_sid, deadline))
         return call_sid
@@ -333,6 +336,9 @@ class TriggerOutboundCallOperator(BaseOperator):
     def _finish(self, context: Context, status: CallStatus) -> None:
         self.log.info("Call %s ended: %s (%s)", status.call_sid, status.status, status.reason or "no reason")
         push_outcome(context, status)
+        # Pushed by hand because a task that fails below returns nothing; on success Airflow pushes
+        # the same SID again from the return value.
+        context["ti"].xcom_push(key="return_value", value=status.call_sid)
         raise_if_failure(status, self.failure_statuses)
 
 

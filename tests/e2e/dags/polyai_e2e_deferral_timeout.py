@@ -1,9 +1,8 @@
 """A call operator whose wait is ended by Airflow's deferral timeout rather than by its trigger.
 
 The operator asks Airflow for a deferral timeout a grace period longer than ``wait_timeout``, so its
-trigger's own timeout event normally comes first. This file sets that grace period to zero for the
-tasks it defines. Module globals are per process, and a worker process parses only this file for
-them. The test can then stop every triggerer and see the scheduler end the wait after
+trigger's own timeout event normally comes first. The subclass below sets that grace period to
+zero, so the test can stop every triggerer and see the scheduler end the wait after
 ``wait_timeout`` seconds instead of a minute later.
 """
 
@@ -13,14 +12,19 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
-from airflow_provider_polyai.operators import outbound_call
 from airflow_provider_polyai.operators.outbound_call import TriggerOutboundCallOperator
 
 DEFERRAL_TIMEOUT_NUMBER = "+14155550161"
 #: ``wait_timeout`` of the operator, in seconds.
 WAIT_TIMEOUT_SECONDS = 5
 
-outbound_call.DEFERRAL_TIMEOUT_GRACE_SECONDS = 0
+
+
+class NoGraceCallOperator(TriggerOutboundCallOperator):
+    """The call operator with Airflow's deferral timeout equal to ``wait_timeout``."""
+
+    deferral_timeout_grace_seconds = 0.0
+
 
 with DAG(
     dag_id="polyai_e2e_deferral_timeout",
@@ -31,7 +35,7 @@ with DAG(
 ):
     # retries=1 so the test checks that a wait that timed out is final, as the trigger's own
     # timeout event is.
-    TriggerOutboundCallOperator(
+    NoGraceCallOperator(
         task_id="place_call",
         to_number=DEFERRAL_TIMEOUT_NUMBER,
         wait_for_completion=True,
