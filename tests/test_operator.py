@@ -180,6 +180,7 @@ def test_operator_run_failure_status_fails_with_xcom(airflow_db, polyai_connecti
     assert ti.xcom_pull(task_ids="place", key="call_sid").startswith("OUT-")
     assert ti.xcom_pull(task_ids="place", key="status") == "busy"
     assert ti.xcom_pull(task_ids="place", key="reason") == "destination busy"
+    assert ti.xcom_pull(task_ids="place") == ti.xcom_pull(task_ids="place", key="call_sid")
     assert len(_calls(polyai_connection)) == 1
 
 

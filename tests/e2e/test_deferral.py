@@ -181,9 +181,13 @@ def test_ha_triggerers_finish_each_task_once(cluster: AirflowCluster) -> None:
         assert len(cluster.calls_to(number)) == 1
         # A second trigger on the same call would also poll until it saw the call end.
         assert len(_terminal_polls(cluster, call_sid, "completed")) == 1
-        (trigger_log,) = _trigger_logs(cluster, dag_id, run_id, map_index)
-        assert trigger_log.read_text().count("Trigger fired event") == 1
-        triggerer_jobs.add(trigger_log.name.rsplit(".", 2)[-2])
+        # A trigger may move to the other triggerer when one of them is slow to heartbeat on a
+        # loaded machine; each triggerer that ran it writes its own log, but only one may fire.
+        logs = _trigger_logs(cluster, dag_id, run_id, map_index)
+        fired = [log for log in logs if "Trigger fired event" in log.read_text()]
+        assert len(fired) == 1
+        assert fired[0].read_text().count("Trigger fired event") == 1
+        triggerer_jobs.add(fired[0].name.rsplit(".", 2)[-2])
     assert len(triggerer_jobs) == 2
 
 
@@ -191,10 +195,17 @@ def test_deferred_sensor_holds_no_worker(cluster: AirflowCluster, record_propert
     dag_id = "polyai_e2e_slots"
     cluster.script_calls({SLOTS_NUMBER: {"queued_seconds": 1, "ringing_seconds": 1, "in_progress_seconds": 15}})
     cluster.wait_for_dag(dag_id)
+    scheduler_group = cluster.components["scheduler"].pgid
+    # Workers of earlier tests' tasks take a few seconds to wind down; start from an idle executor
+    # so every busy worker seen below belongs to this test.
+    wait_until(
+        lambda: len(_executor_processes(scheduler_group, "LocalExecutor: <idle>")) == cluster.parallelism,
+        timeout=60,
+        what="every executor worker to be idle",
+    )
     run_id = cluster.trigger(dag_id)
     deferred = cluster.wait_for_task(dag_id, run_id, SENSOR, {"deferred"}, timeout=120)
     deferred_at = time.monotonic()
-    scheduler_group = cluster.components["scheduler"].pgid
     # The executor's worker process reports the deferral and then takes a moment to wind down.
     wait_until(
         lambda: not _executor_processes(scheduler_group, deferred["id"]),
