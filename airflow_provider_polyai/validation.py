@@ -14,6 +14,18 @@ from typing import Any
 
 from airflow_provider_polyai.exceptions import PolyAIInvalidInputError
 
+#: Characters of a rejected value repeated in an error message; longer values are cut.
+MAX_SHOWN_VALUE_CHARS = 80
+
+
+def shown(value: Any) -> str:
+    """Return ``repr(value)`` for an error message, cut to a readable length with the full size noted."""
+    text = repr(value)
+    if len(text) <= MAX_SHOWN_VALUE_CHARS:
+        return text
+    return f"{text[:MAX_SHOWN_VALUE_CHARS]}… ({len(text):,} characters)"
+
+
 CALL_SID_PREFIX = "OUT-"
 
 # All three API generations (outbound, v1, agents) document only the "OUT-" prefix; the rest has
@@ -36,32 +48,32 @@ def validate_call_sid(call_sid: Any) -> str:
     """
     if isinstance(call_sid, (list, tuple, set, frozenset)):
         raise PolyAIInvalidInputError(
-            f"Expected one call SID, got a {type(call_sid).__name__} of {len(call_sid)}: {call_sid!r}. "
+            f"Expected one call SID, got a {type(call_sid).__name__} of {len(call_sid)}: {shown(call_sid)}. "
             "Map the task over the SIDs with .expand(call_sid=...) to wait for each one."
         )
     if call_sid is None or call_sid == "None":
         raise PolyAIInvalidInputError(
-            f"Call SID is {call_sid!r}: the upstream task that should provide it pushed no SID. "
+            f"Call SID is {shown(call_sid)}: the upstream task that should provide it pushed no SID. "
             "Check that the task placing the call succeeded and returns the SID."
         )
     if not isinstance(call_sid, str):
         raise PolyAIInvalidInputError(
-            f"Call SID must be a string like 'OUT-<uuid>', got {type(call_sid).__name__} {call_sid!r}."
+            f"Call SID must be a string like 'OUT-<uuid>', got {type(call_sid).__name__} {shown(call_sid)}."
         )
     if not call_sid:
         raise PolyAIInvalidInputError("Call SID is empty: pass the SID returned when the call was triggered.")
     if call_sid != call_sid.strip():
         raise PolyAIInvalidInputError(
-            f"Call SID {call_sid!r} has whitespace around it: remove the surrounding spaces or newlines."
+            f"Call SID {shown(call_sid)} has whitespace around it: remove the surrounding spaces or newlines."
         )
     if not call_sid.startswith(CALL_SID_PREFIX):
         raise PolyAIInvalidInputError(
-            f"Call SID {call_sid!r} is invalid: SIDs start with {CALL_SID_PREFIX!r} (upper case), "
+            f"Call SID {shown(call_sid)} is invalid: SIDs start with {CALL_SID_PREFIX!r} (upper case), "
             "as returned by the trigger endpoint."
         )
     if not _CALL_SID_PATTERN.fullmatch(call_sid):
         raise PolyAIInvalidInputError(
-            f"Call SID {call_sid!r} is invalid: after {CALL_SID_PREFIX!r} only letters, digits, '-' and '_' "
+            f"Call SID {shown(call_sid)} is invalid: after {CALL_SID_PREFIX!r} only letters, digits, '-' and '_' "
             "are allowed (at most 128). Pass the SID exactly as the trigger endpoint returned it."
         )
     return call_sid
@@ -76,12 +88,12 @@ def normalize_country_code(country_code: Any) -> str | None:
         return None
     if not isinstance(country_code, str):
         raise PolyAIInvalidInputError(
-            f"country_code must be an ISO 3166-1 alpha-2 string such as 'GB', got {country_code!r}."
+            f"country_code must be an ISO 3166-1 alpha-2 string such as 'GB', got {shown(country_code)}."
         )
     code = country_code.strip().upper()
     if code != "ZZ" and code not in phonenumbers.SUPPORTED_REGIONS:
         raise PolyAIInvalidInputError(
-            f"country_code {country_code!r} is not an ISO 3166-1 alpha-2 region known to phonenumbers. "
+            f"country_code {shown(country_code)} is not an ISO 3166-1 alpha-2 region known to phonenumbers. "
             "Use a code such as 'US' or 'GB', or leave it unset for E.164 numbers."
         )
     return code
@@ -97,25 +109,25 @@ def normalize_phone_number(to_number: Any, country_code: str | None = None) -> s
 
     if not isinstance(to_number, str) or not to_number.strip():
         raise PolyAIInvalidInputError(
-            f"to_number must be a phone number string in E.164 form such as '+14155552671', got {to_number!r}."
+            f"to_number must be a phone number string in E.164 form such as '+14155552671', got {shown(to_number)}."
         )
     region = country_code if country_code and country_code != "ZZ" else None
     if region is None and not to_number.strip().startswith("+"):
         raise PolyAIInvalidInputError(
-            f"Phone number {to_number!r} is not in E.164 form: add '+' and the country calling code "
+            f"Phone number {shown(to_number)} is not in E.164 form: add '+' and the country calling code "
             "(for example '+442071838750'), or pass country_code to read it as a national number."
         )
     try:
         parsed = phonenumbers.parse(to_number, region)
     except phonenumbers.NumberParseException as err:
         raise PolyAIInvalidInputError(
-            f"Phone number {to_number!r} could not be parsed ({err}). "
+            f"Phone number {shown(to_number)} could not be parsed ({err}). "
             "Use E.164 form such as '+14155552671'."
         ) from err
     if not phonenumbers.is_valid_number(parsed):
         where = f" in region {country_code}" if region else ""
         raise PolyAIInvalidInputError(
-            f"Phone number {to_number!r} is not a valid number{where}: check its digits and country code."
+            f"Phone number {shown(to_number)} is not a valid number{where}: check its digits and country code."
         )
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
@@ -126,7 +138,7 @@ def validate_encryption(encryption: Any) -> str | None:
         return None
     if encryption not in ENCRYPTION_VALUES:
         raise PolyAIInvalidInputError(
-            f"encryption {encryption!r} is invalid: use one of {', '.join(ENCRYPTION_VALUES)} "
+            f"encryption {shown(encryption)} is invalid: use one of {', '.join(ENCRYPTION_VALUES)} "
             "or leave it unset for TLS/SRTP."
         )
     return str(encryption)
@@ -156,7 +168,7 @@ def validate_metadata(metadata: Any, *, string_values_for: str | None = None) ->
         )
     bad_keys = [key for key in metadata if not isinstance(key, str)]
     if bad_keys:
-        raise PolyAIInvalidInputError(f"metadata keys must be strings; these are not: {bad_keys!r}.")
+        raise PolyAIInvalidInputError(f"metadata keys must be strings; these are not: {shown(bad_keys)}.")
     if string_values_for is not None:
         not_strings = {key: type(value).__name__ for key, value in metadata.items() if not isinstance(value, str)}
         if not_strings:
@@ -198,7 +210,7 @@ def validate_agent_id(agent_id: Any, *, conn_id: str) -> str:
         )
     if not isinstance(agent_id, str) or not _AGENT_ID_PATTERN.fullmatch(agent_id) or ".." in agent_id:
         raise PolyAIInvalidInputError(
-            f"Connection {conn_id!r}: extra field agent_id {agent_id!r} is invalid; use the agent id "
+            f"Connection {conn_id!r}: extra field agent_id {shown(agent_id)} is invalid; use the agent id "
             "exactly as PolyAI shows it (letters, digits, '.', '-' and '_', at most 128, no '..')."
         )
     return agent_id
@@ -214,7 +226,7 @@ def validate_environment(environment: Any, *, conn_id: str) -> str:
         )
     if environment not in AGENT_ENVIRONMENTS:
         raise PolyAIInvalidInputError(
-            f"Connection {conn_id!r}: extra field environment {environment!r} is invalid; use one of "
+            f"Connection {conn_id!r}: extra field environment {shown(environment)} is invalid; use one of "
             f"{', '.join(AGENT_ENVIRONMENTS)} (lower case)."
         )
     return str(environment)

@@ -329,3 +329,17 @@ def test_settings_reject_bad_verify_ssl():
     with pytest.raises(PolyAIInvalidInputError) as excinfo:
         settings_from_connection(_connection(verify_ssl="maybe"))
     assert "'verify_ssl'" in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("check", "value"),
+    [(validate_call_sid, "OUT-" + "x/" * 3000), (normalize_phone_number, "1" * 100_000)],
+    ids=["call_sid", "to_number"],
+)
+def test_long_rejected_value_is_cut_in_message(check, value):
+    with pytest.raises(PolyAIInvalidInputError) as excinfo:
+        check(value)
+
+    message = str(excinfo.value)
+    assert len(message) < 400
+    assert f"({len(repr(value)):,} characters)" in message
