@@ -72,7 +72,7 @@ def _describe_server_error(status_code: int, body: str, content_type: str) -> st
         if error_id:
             return f"HTTP {status_code}, code {code or '-'}, error id {error_id}: {error or 'no message'}"
         return f"HTTP {status_code}, code {code or '-'}: {error or 'no message'}"
-    # Proxies answer with HTML pages; their size and type are enough to recognise them in a log.
+    # Proxies return HTML pages, and their size and type are enough to recognise them in a log.
     return f"HTTP {status_code}, {content_type or 'no content type'} body of {len(body)} characters"
 
 
@@ -108,7 +108,7 @@ def error_for_response(
         )
     if status_code >= 500:
         return PolyAITransientError(
-            f"PolyAI failed to answer the request for {subject} ({detail}).",
+            f"PolyAI returned a server error for the request for {subject} ({detail}).",
             status_code=status_code,
             retry_after=parse_retry_after(retry_after),
         )
@@ -142,7 +142,7 @@ def error_for_response(
             code=code,
         )
     return PolyAIAPIError(
-        f"PolyAI answered the request for {subject} with an unexpected error ({detail}).",
+        f"PolyAI returned an unexpected error for the request for {subject} ({detail}).",
         status_code=status_code,
         error=error,
         code=code,

@@ -182,7 +182,7 @@ def test_ha_triggerers_finish_each_task_once(cluster: AirflowCluster) -> None:
         # A second trigger on the same call would also poll until it saw the call end.
         assert len(_terminal_polls(cluster, call_sid, "completed")) == 1
         # A trigger may move to the other triggerer when one of them is slow to heartbeat on a
-        # loaded machine; each triggerer that ran it writes its own log, but only one may fire.
+        # loaded machine. Each triggerer that ran it writes its own log, but only one may fire.
         logs = _trigger_logs(cluster, dag_id, run_id, map_index)
         fired = [log for log in logs if "Trigger fired event" in log.read_text()]
         assert len(fired) == 1
@@ -196,8 +196,8 @@ def test_deferred_sensor_holds_no_worker(cluster: AirflowCluster, record_propert
     cluster.script_calls({SLOTS_NUMBER: {"queued_seconds": 1, "ringing_seconds": 1, "in_progress_seconds": 15}})
     cluster.wait_for_dag(dag_id)
     scheduler_group = cluster.components["scheduler"].pgid
-    # Workers of earlier tests' tasks take a few seconds to wind down; start from an idle executor
-    # so every busy worker seen below belongs to this test.
+    # Workers of earlier tests' tasks take a few seconds to wind down. Starting from an idle
+    # executor means every busy worker seen below belongs to this test.
     wait_until(
         lambda: len(_executor_processes(scheduler_group, "LocalExecutor: <idle>")) == cluster.parallelism,
         timeout=60,
