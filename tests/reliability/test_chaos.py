@@ -133,8 +133,10 @@ def test_chaos_every_outcome_arrives_once(chaos_server, connect):
     assert duplicated == []
     assert len(server.state.calls) == CALLS
     assert max(placed_per_number.values()) == 1
-    # The run only proves something if the faults actually happened.
-    assert sum(status_faults.values()) >= CALLS
+    # The run only proves something if the faults actually happened. How many status requests
+    # there are depends on the machine's speed (a loaded machine polls less often), so the bound is
+    # on the share of requests that failed plus a floor of one fault for every second call.
+    assert sum(status_faults.values()) >= max(CALLS // 2, FAULT_RATE / 2 * summary["status_requests"])
     assert set(status_faults) == set(STATUS_FAULT_KINDS)
     assert sum(trigger_faults.values()) >= CALLS // 10
 
