@@ -6,10 +6,7 @@ the connector token.
 
 from __future__ import annotations
 
-try:
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException
-except ImportError:  # Airflow 3.0 keeps them in airflow.exceptions only.
-    from airflow.exceptions import AirflowException, AirflowFailException  # type: ignore[no-redef]
+from airflow_provider_polyai.version_compat import AirflowException, AirflowFailException
 
 
 class PolyAIError(AirflowException):

@@ -15,14 +15,10 @@ from airflow_provider_polyai.models import (
     VOCABULARIES,
     CallStatus,
 )
+from airflow_provider_polyai.version_compat import AirflowSensorTimeout, airflow_conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-try:
-    from airflow.sdk.exceptions import AirflowSensorTimeout
-except ImportError:  # Airflow 3.0
-    from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef]
 
 #: XCom keys pushed besides the return value.
 XCOM_STATUS_KEY = "status"
@@ -44,13 +40,8 @@ def default_deferrable() -> bool:
     followed when it is set through ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` (true or false) or is
     ``true`` in ``airflow.cfg``; otherwise the default is ``True``.
     """
-    try:
-        from airflow.sdk.configuration import conf
-    except ImportError:  # Airflow 3.1 has no airflow.sdk.configuration yet.
-        from airflow.configuration import conf
-
     if "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE" in os.environ:
-        return conf.getboolean("operators", "default_deferrable", fallback=True)
+        return airflow_conf().getboolean("operators", "default_deferrable", fallback=True)
     return True
 
 

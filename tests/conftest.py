@@ -41,10 +41,10 @@ def sync_dag_to_db(dag) -> None:
     still runs the in-memory tasks, so test doubles defined in the test module work.
     """
     from airflow.dag_processing.bundles.manager import DagBundlesManager
-    try:
-        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-    except ImportError:  # Airflow 3.1
-        from airflow.models.dagbag import DagBag, sync_bag_to_db  # type: ignore[no-redef]
+
+    from tests.compat import dagbag_module
+
+    DagBag, sync_bag_to_db = dagbag_module().DagBag, dagbag_module().sync_bag_to_db
 
     DagBundlesManager().sync_bundles_to_db()
     bag = DagBag(collect_dags=False)

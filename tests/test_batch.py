@@ -23,6 +23,7 @@ from airflow_provider_polyai.triggers.outbound_calls_batch import (
     count_statuses,
     failed_call_sids,
 )
+from tests.compat import dagbag_module
 from tests.conftest import EXAMPLE_DAGS, sync_dag_to_db
 
 UNKNOWN_SID = "OUT-550e8400-e29b-41d4-a716-446655440000"
@@ -530,8 +531,9 @@ def test_batch_sensor_completes_event_without_outcome():
 
 @pytest.mark.polyai_time_scale(20)
 def test_mapped_and_batch_example_dag_succeeds(airflow_db, polyai_connection):
-    from airflow.dag_processing.dagbag import DagBag
     from airflow.utils.state import DagRunState
+
+    DagBag = dagbag_module().DagBag
 
     dagbag = DagBag(dag_folder=str(EXAMPLE_DAGS / "example_polyai_mapped_and_batch.py"))
     dag = dagbag.get_dag("example_polyai_mapped_and_batch")

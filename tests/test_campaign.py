@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.compat import dagbag_module, requires_task_state_store
 from tests.conftest import EXAMPLE_DAGS
 
 DAG_ID = "example_polyai_campaign"
@@ -28,10 +29,7 @@ def write_contacts(path: Path, numbers: list[str]) -> Path:
 
 
 def campaign_dag():
-    try:
-        from airflow.dag_processing.dagbag import DagBag
-    except ImportError:  # Airflow 3.1
-        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+    DagBag = dagbag_module().DagBag
 
     dagbag = DagBag(dag_folder=str(EXAMPLE_DAGS / "example_polyai_campaign.py"))
     dag = dagbag.get_dag(DAG_ID)
@@ -69,6 +67,7 @@ def test_campaign_reports_every_contact(airflow_db, polyai_connection, tmp_path)
     assert "completed         3   50.0%" in summary
 
 
+@requires_task_state_store
 @pytest.mark.polyai_time_scale(20)
 def test_campaign_retry_never_dials_twice(airflow_db, polyai_server, tmp_path, monkeypatch):
     from airflow.utils.state import DagRunState, TaskInstanceState

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.compat import dagbag_module
 from tests.conftest import EXAMPLE_DAGS
 
 DAG_ID = "example_polyai_outbound_calls"
@@ -22,10 +23,7 @@ EXPECTED_OUTCOMES = [
 @pytest.mark.polyai_time_scale(20)
 def test_example_dag_reports_every_outcome(airflow_db, polyai_connection, tmp_path, monkeypatch):
     monkeypatch.setenv("POLYAI_REPORT_DIR", str(tmp_path))
-    try:
-        from airflow.dag_processing.dagbag import DagBag
-    except ImportError:  # Airflow 3.1
-        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+    DagBag = dagbag_module().DagBag
     from airflow.utils.state import DagRunState
 
     dagbag = DagBag(dag_folder=str(EXAMPLE_DAGS))
@@ -56,10 +54,7 @@ def test_example_dag_reports_every_outcome(airflow_db, polyai_connection, tmp_pa
 @pytest.mark.polyai_time_scale(20)
 def test_example_dag_reports_failed_wait_in_place(airflow_db, polyai_connection, tmp_path, monkeypatch):
     monkeypatch.setenv("POLYAI_REPORT_DIR", str(tmp_path))
-    try:
-        from airflow.dag_processing.dagbag import DagBag
-    except ImportError:  # Airflow 3.1
-        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+    DagBag = dagbag_module().DagBag
     from airflow.utils.state import DagRunState
 
     # The busy number's status reads are rejected, so its wait fails and pushes no outcome.

@@ -34,7 +34,7 @@ from airflow_provider_polyai.operators.outbound_call import TriggerOutboundCallO
 from airflow_provider_polyai.sensors.outbound_call import OutboundCallStatusSensor
 from airflow_provider_polyai.triggers.outbound_call import OutboundCallStatusTrigger
 from airflow_provider_polyai.waiting import raise_if_failure, status_from_event, validate_failure_statuses
-from tests.compat import AirflowFailException
+from tests.compat import AirflowFailException, dagbag_module
 from tests.conftest import EXAMPLE_DAGS, sync_dag_to_db
 
 SID = "OUT-550e8400-e29b-41d4-a716-446655440000"
@@ -666,8 +666,9 @@ def test_dag_fails_on_failed_outcome(airflow_db, polyai_server, monkeypatch, req
 def test_example_dag_reports_outcomes(airflow_db, polyai_server, monkeypatch, tmp_path, generation):
     _use_generation(polyai_server, monkeypatch, generation)
     monkeypatch.setenv("POLYAI_REPORT_DIR", str(tmp_path))
-    from airflow.dag_processing.dagbag import DagBag
     from airflow.utils.state import DagRunState
+
+    DagBag = dagbag_module().DagBag
 
     dag = DagBag(dag_folder=str(EXAMPLE_DAGS)).get_dag("example_polyai_outbound_calls")
 

@@ -15,8 +15,9 @@ from airflow.sdk import DAG
 from airflow_provider_polyai.exceptions import PolyAICallOutcomeUnknownError, PolyAIInvalidInputError
 from airflow_provider_polyai.operators.outbound_call import CALL_RECORD_KEY, TriggerOutboundCallOperator
 from airflow_provider_polyai.triggers.outbound_call import OutboundCallStatusTrigger
+from airflow_provider_polyai.version_compat import AIRFLOW_V_3_3_PLUS
 from airflow_provider_polyai.waiting import DEFERRAL_TIMEOUT_GRACE_SECONDS
-from tests.compat import AirflowFailException, AirflowSensorTimeout, TaskDeferred
+from tests.compat import AirflowFailException, AirflowSensorTimeout, TaskDeferred, requires_task_state_store
 from tests.conftest import sync_dag_to_db
 
 COMPLETED_NUMBER = "+14155550160"
@@ -260,6 +261,7 @@ def test_operator_deferrable_defaults_to_true(monkeypatch):
 # -- retries: the task state store keeps a person from being called twice ----------------------
 
 
+@requires_task_state_store
 def test_operator_retry_reuses_placed_call(airflow_db, polyai_connection, request):
     _, ti = _run(request, _FailAfterDialOnFirstTry, to_number=COMPLETED_NUMBER, retries=1, retry_delay=timedelta(0))
 
@@ -274,6 +276,7 @@ def test_operator_retry_reuses_placed_call(airflow_db, polyai_connection, reques
     }
 
 
+@requires_task_state_store
 @pytest.mark.polyai_time_scale(20)
 def test_operator_retry_reuses_call_and_waits(airflow_db, polyai_connection, request):
     _, ti = _run(
@@ -293,6 +296,16 @@ def test_operator_retry_reuses_call_and_waits(airflow_db, polyai_connection, req
     assert ti.xcom_pull(task_ids="place", key="call_sid") == call["call_sid"]
 
 
+@pytest.mark.skipif(AIRFLOW_V_3_3_PLUS, reason="Airflow 3.3+ reuses the call from the task state store")
+def test_operator_retry_without_store_fails_instead_of_redialling(airflow_db, polyai_connection, request):
+    _, ti = _run(request, _FailAfterDialOnFirstTry, to_number=COMPLETED_NUMBER, retries=2, retry_delay=timedelta(0))
+
+    assert len(_calls(polyai_connection)) == 1
+    # The second try cannot tell whether the first placed the call, so it fails for good.
+    assert ti.state == "failed"
+    assert ti.try_number == 2
+
+
 def test_operator_redial_on_retry_dials_again(airflow_db, polyai_connection, request):
     _, ti = _run(
         request,
@@ -309,6 +322,7 @@ def test_operator_redial_on_retry_dials_again(airflow_db, polyai_connection, req
     assert first["call_sid"] != second["call_sid"]
 
 
+@requires_task_state_store
 def test_operator_unknown_outcome_blocks_redial(airflow_db, polyai_connection, request):
     _admin(polyai_connection, "faults", {"endpoint": "trigger", "faults": ["502"]})
 
@@ -331,6 +345,7 @@ def test_operator_unknown_outcome_fails_without_retry(airflow_db, polyai_connect
     assert len(_trigger_requests(polyai_connection)) == 1
 
 
+@requires_task_state_store
 def test_operator_rejected_trigger_clears_record(airflow_db, polyai_connection, request):
     # HTTP 400 means nothing was queued, so the record is dropped and a cleared task may dial.
     _admin(polyai_connection, "faults", {"endpoint": "trigger", "faults": ["400"]})
@@ -341,6 +356,7 @@ def test_operator_rejected_trigger_clears_record(airflow_db, polyai_connection, 
     assert _stored_record(ti) is None
 
 
+@requires_task_state_store
 def test_operator_missing_connection_does_not_block_retry(airflow_db, polyai_connection, request):
     # Nothing was sent, so the second try must report the missing connection again rather than
     # claim that an earlier trigger request may have placed a call.

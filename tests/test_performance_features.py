@@ -15,6 +15,8 @@ from airflow_provider_polyai.exceptions import PolyAIInvalidInputError
 from airflow_provider_polyai.models import CallStatus
 from airflow_provider_polyai.sensors.outbound_call import OutboundCallStatusSensor
 from airflow_provider_polyai.triggers.outbound_call import OutboundCallStatusTrigger
+from airflow_provider_polyai.version_compat import AIRFLOW_V_3_3_PLUS
+from tests.compat import dag_serializer
 
 SID = "OUT-550e8400-e29b-41d4-a716-446655440000"
 QUICK = {"queued_seconds": 0.1, "ringing_seconds": 0.1, "in_progress_seconds": 0.2}
@@ -56,19 +58,28 @@ PARSE_TIME_MODULES = [
 
 
 def test_parse_time_imports_leave_http_clients_unloaded():
-    # One fresh interpreter for all modules: importing Airflow takes seconds.
+    # One fresh interpreter for all modules: importing Airflow takes seconds. Some Airflow versions
+    # load these themselves when airflow.sdk is imported (3.1.1 does), so what counts is what the
+    # provider's modules add to what Airflow already loaded.
+    heavy = ("aiohttp", "requests", "phonenumbers")
     code = (
         "import json, sys\n"
         "import airflow.sdk\n"
+        f"before = {{name: name in sys.modules for name in {heavy!r}}}\n"
         + "".join(f"import {module}\n" for module in PARSE_TIME_MODULES)
-        + "print(json.dumps({name: name in sys.modules for name in ('aiohttp', 'requests', 'phonenumbers')}))\n"
+        + f"after = {{name: name in sys.modules for name in {heavy!r}}}\n"
+        "print(json.dumps({'before': before, 'after': after}))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
 
-    assert loaded["aiohttp"] is False
-    assert loaded["requests"] is False
-    assert loaded["phonenumbers"] is False
+    checkable = [name for name in heavy if not loaded["before"][name]]
+    if not checkable:
+        pytest.skip("this Airflow version loads aiohttp, requests and phonenumbers with airflow.sdk")
+    assert {name: loaded["after"][name] for name in checkable} == dict.fromkeys(checkable, False)
+    # Airflow 3.3 itself loads none of them, so there every one is checked.
+    if AIRFLOW_V_3_3_PLUS:
+        assert checkable == list(heavy)
 
 
 # -- shared async session ------------------------------------------------------------------------
@@ -274,14 +285,14 @@ def test_sensor_start_from_trigger_rejects_upstream_output():
 
 def test_sensor_start_from_trigger_survives_serialization():
     from airflow.sdk import DAG
-    from airflow.serialization.serialized_objects import DagSerialization
 
     with DAG(dag_id="start_from_trigger_serialized", schedule=None) as dag:
         OutboundCallStatusSensor(task_id="wait", call_sid=SID, start_from_trigger=True, timeout=90)
 
     from airflow.serialization.enums import Encoding
 
-    task = DagSerialization.from_dict(DagSerialization.to_dict(dag)).get_task("wait")
+    serializer = dag_serializer()
+    task = serializer.from_dict(serializer.to_dict(dag)).get_task("wait")
     # The scheduler keeps trigger_kwargs in Airflow's encoded form, as the triggerer reads them.
     kwargs = task.start_trigger_args.trigger_kwargs
     kwargs = kwargs.get(Encoding.VAR, kwargs)

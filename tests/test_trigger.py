@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import json
 import statistics
@@ -163,14 +164,14 @@ def test_trigger_serialize_kwargs_survive_json():
 
 
 async def test_trigger_rebuilt_from_serialize_reaches_same_outcome(polyai_connection):
-    from airflow.sdk._shared.module_loading import import_string
-
     call_sid = _place_call(
         polyai_connection, status="no-answer", reason="nobody", queued_seconds=0.1, ringing_seconds=0.2
     )
     original = _trigger(call_sid, deadline=time.time() + 60)
     classpath, kwargs = original.serialize()
-    rebuilt = import_string(classpath)(**json.loads(json.dumps(kwargs)))
+    # The triggerer imports the class by the path serialize() gave and passes the stored kwargs.
+    module_name, class_name = classpath.rsplit(".", 1)
+    rebuilt = getattr(importlib.import_module(module_name), class_name)(**json.loads(json.dumps(kwargs)))
     rebuilt_serialized = rebuilt.serialize()
 
     original_event = await _first_event(original)

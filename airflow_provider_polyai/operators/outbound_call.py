@@ -20,10 +20,14 @@ from airflow_provider_polyai.exceptions import (
     PolyAITransientError,
 )
 from airflow_provider_polyai.models import CallStatus, next_poll_interval
+from airflow_provider_polyai.version_compat import (
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    TaskDeferralTimeout,
+)
 from airflow_provider_polyai.waiting import (
     DEFERRAL_TIMEOUT_GRACE_SECONDS,
     XCOM_CALL_SID_KEY,
-    AirflowSensorTimeout,
     deadline_after,
     default_deferrable,
     push_outcome,
@@ -181,8 +185,6 @@ class TriggerOutboundCallOperator(BaseOperator):
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Resume after deferral, making Airflow's deferral timeout as final as the trigger's timeout."""
-        from airflow.sdk.exceptions import TaskDeferralTimeout
-
         try:
             return super().resume_execution(next_method, next_kwargs, context)
         except TaskDeferralTimeout as err:
@@ -238,7 +240,7 @@ class TriggerOutboundCallOperator(BaseOperator):
                     f"The window next opens at {check.opens_at:%Y-%m-%d %H:%M:%S} UTC."
                 )
                 self.log.info("%s", message)
-                raise _skip_exception()(message)
+                raise AirflowSkipException(message)
             self.log.info(
                 "Calling window %s is closed for %s (local time %s); waiting until %s UTC (local time %s).",
                 window.describe(),
@@ -374,11 +376,3 @@ def _rendered_calling_window(value: Any) -> CallingWindow | None:
     if value is None:
         return None
     return CallingWindow.from_value(value)
-
-
-def _skip_exception() -> type[Exception]:
-    try:
-        from airflow.sdk.exceptions import AirflowSkipException
-    except ImportError:  # Airflow 3.0
-        from airflow.exceptions import AirflowSkipException  # type: ignore[no-redef]
-    return AirflowSkipException

@@ -17,9 +17,9 @@ from airflow_provider_polyai.exceptions import (
 )
 from airflow_provider_polyai.models import DEFAULT_API_GENERATION, CallStatus, next_poll_interval
 from airflow_provider_polyai.validation import validate_call_sid
+from airflow_provider_polyai.version_compat import AirflowSensorTimeout
 from airflow_provider_polyai.waiting import (
     DEFERRAL_TIMEOUT_GRACE_SECONDS,
-    AirflowSensorTimeout,
     check_failure_statuses_for,
     deadline_after,
     default_deferrable,

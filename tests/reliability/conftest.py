@@ -144,10 +144,10 @@ def name_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def sync_dag_to_db(dag: Any) -> None:
     """Write a DAG defined in a test to the metadata database, which ``dag.test()`` requires."""
     from airflow.dag_processing.bundles.manager import DagBundlesManager
-    try:
-        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-    except ImportError:  # Airflow 3.1
-        from airflow.models.dagbag import DagBag, sync_bag_to_db  # type: ignore[no-redef]
+
+    from tests.compat import dagbag_module
+
+    DagBag, sync_bag_to_db = dagbag_module().DagBag, dagbag_module().sync_bag_to_db
 
     DagBundlesManager().sync_bundles_to_db()
     bag = DagBag(dag_folder=tempfile.mkdtemp(prefix="polyai-reliability-dags-"))

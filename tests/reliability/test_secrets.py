@@ -16,6 +16,7 @@ import pytest
 
 from airflow_provider_polyai.exceptions import PolyAIError
 from airflow_provider_polyai.triggers.outbound_call import OutboundCallStatusTrigger
+from tests.compat import dag_serializer
 from tests.reliability.conftest import (
     CANARY_TOKEN,
     SLOW_FAULT,
@@ -168,7 +169,6 @@ def test_dag_run_never_exposes_token(airflow_db, server, capfd):
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.models.xcom import XComModel
     from airflow.sdk import DAG, task
-    from airflow.serialization.serialized_objects import DagSerialization
     from airflow.utils.session import create_session
     from airflow.utils.state import TaskInstanceState
 
@@ -231,4 +231,4 @@ def test_dag_run_never_exposes_token(airflow_db, server, capfd):
     assert "call_sid" in xcom_text
     assert CANARY_TOKEN not in xcom_text
     assert CANARY_TOKEN not in stored_dag_text
-    assert CANARY_TOKEN not in json.dumps(DagSerialization.serialize_dag(dag), default=str)
+    assert CANARY_TOKEN not in json.dumps(dag_serializer().serialize_dag(dag), default=str)
