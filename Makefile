@@ -6,6 +6,10 @@ AIRFLOW_VERSION ?= 3.3.2
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
+# Airflow 3.1.x declares structlog>=25.4 with no upper bound, but its logging setup imports
+# structlog.dev.Styles, which structlog 26.1 no longer has. Airflow's constraints file pins structlog;
+# without it, 3.1.x needs structlog below 25.5 (25.4.0 was tested).
+airflow_pins = $(if $(filter 3.1.%,$(1)),"structlog<25.5")
 
 .PHONY: venv demo test lint matrix bench clean
 
@@ -15,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip --version >/dev/null 2>&1 || { echo "pip is missing for $(PYTHON)"; exit 1; }
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
 	$(PYTHON) -m uv venv --quiet --allow-existing --python $(PYTHON) $(VENV)
-	$(PYTHON) -m uv pip install --quiet --python $(BIN)/python "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test]"
+	$(PYTHON) -m uv pip install --quiet --python $(BIN)/python "apache-airflow==$(AIRFLOW_VERSION)" $(call airflow_pins,$(AIRFLOW_VERSION)) -e ".[test]"
 	touch $(STAMP)
 
 # API_GENERATION=v1 or agents runs the demo against that PolyAI API generation.
@@ -34,9 +38,6 @@ lint: venv
 # Oldest supported and current Airflow 3, each on the oldest and newest Python it supports here.
 # Each pair gets its own venv under .venv-matrix/ and runs the tests not marked slow (no browser, no build).
 # A Python is found on PATH as pythonX.Y, else under pyenv; a missing one fails the target.
-# Airflow 3.1.x declares structlog>=25.4 with no upper bound, but its logging setup imports
-# structlog.dev.Styles, which structlog 26.1 no longer has. Airflow's constraints file pins structlog;
-# the matrix pins it below 25.5 for 3.1.x (25.4.0 was tested).
 MATRIX ?= 3.1.1:3.10 3.1.1:3.13 3.3.2:3.10 3.3.2:3.13
 MATRIX_PYTEST_ARGS ?= -q -p no:cacheprovider -m "not slow" --ignore=tests/ui
 
@@ -49,9 +50,8 @@ matrix:
 	  if [ -z "$$interp" ]; then echo "matrix: no Python $$py found (PATH or pyenv)"; failed="$$failed $$pair"; continue; fi; \
 	  env=.venv-matrix/af$$af-py$$py; \
 	  echo "== Airflow $$af on $$($$interp -V) in $$env"; \
-	  pins=; case $$af in 3.1.*) pins="structlog<25.5";; esac; \
 	  $(PYTHON) -m uv venv --quiet --allow-existing --python "$$interp" $$env \
-	    && $(PYTHON) -m uv pip install --quiet --python $$env/bin/python "apache-airflow==$$af" $$pins -e ".[test]" \
+	    && $(PYTHON) -m uv pip install --quiet --python $$env/bin/python "apache-airflow==$$af" $$(case $$af in 3.1.*) echo "structlog<25.5";; esac) -e ".[test]" \
 	    && $$env/bin/python -m pytest $(MATRIX_PYTEST_ARGS) || failed="$$failed $$pair"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "matrix: FAILED (airflow:python):$$failed"; exit 1; fi; \
