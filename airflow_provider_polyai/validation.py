@@ -60,8 +60,10 @@ def validate_call_sid(call_sid: Any) -> str:
         raise PolyAIInvalidInputError(
             f"Call SID must be a string like 'OUT-<uuid>', got {type(call_sid).__name__} {shown(call_sid)}."
         )
-    if not call_sid:
-        raise PolyAIInvalidInputError("Call SID is empty: pass the SID returned when the call was triggered.")
+    if not call_sid.strip():
+        raise PolyAIInvalidInputError(
+            f"Call SID {shown(call_sid)} is empty: pass the SID returned when the call was triggered."
+        )
     if call_sid != call_sid.strip():
         raise PolyAIInvalidInputError(
             f"Call SID {shown(call_sid)} has whitespace around it: remove the surrounding spaces or newlines."

@@ -57,6 +57,7 @@ def test_call_sid_accepts_trigger_format():
         (None, "pushed no SID"),
         ("None", "pushed no SID"),
         ("", "empty"),
+        ("   \n", "empty"),
         (f" {SID}\n", "whitespace"),
         ("out-550e8400", "start with 'OUT-'"),
         ("OUT-../../trigger", "only letters, digits"),

@@ -62,8 +62,10 @@ class TriggerOutboundCallOperator(BaseOperator):
     Airflow's task state store, which keeps it across tries of the same task instance. A later try
     that finds a call SID there reuses it (and waits for it if asked) instead of dialling. A try that
     finds a trigger request whose outcome was unknown fails, because PolyAI may have placed that call.
-    ``redial_on_retry=True`` dials again on every try. On Airflow versions without the task state
-    store, a try after the first fails unless ``redial_on_retry`` is set.
+    ``redial_on_retry=True`` dials again on every try. Airflow before 3.3 has no task state store, so
+    there a try after the first fails unless ``redial_on_retry`` is set, even when the first try's
+    error shows that nothing was queued: task retries then never dial. Transient errors are still
+    retried inside each try by the hook (five attempts per request, with backoff).
 
     :param to_number: number to call (templated), in E.164 form unless ``country_code`` is given.
     :param country_code: ISO 3166-1 alpha-2 region (templated), also used to read a national number.
@@ -263,10 +265,15 @@ class TriggerOutboundCallOperator(BaseOperator):
         ti = context["ti"]
         if store is None:
             if ti.try_number > 1 and not self.redial_on_retry:
+                # Airflow before 3.3 stores nothing across tries that records whether try 1
+                # dialled, even when its error showed that PolyAI queued nothing.
                 raise AirflowFailException(
-                    f"This is try {ti.try_number}, and this Airflow version has no task state store to "
-                    "tell whether an earlier try already placed the call. Not dialling again; set "
-                    "redial_on_retry=True to dial on every try."
+                    f"This is try {ti.try_number} of the call to {self.to_number}, and this Airflow "
+                    "version (before 3.3) has no task state store to tell whether an earlier try "
+                    "placed the call, so it was not dialled again. Read the first try's log: if it "
+                    "failed before PolyAI accepted the call, run the task again with "
+                    "redial_on_retry=True. Set retries=0 on this operator before Airflow 3.3, or "
+                    "redial_on_retry=True where a second call is acceptable."
                 )
             return self._hook().trigger_call(
                 self.to_number, country_code=self.country_code, encryption=self.encryption, metadata=self.metadata

@@ -216,12 +216,18 @@ def test_deferred_sensor_holds_no_worker(cluster: AirflowCluster, record_propert
 
     samples = []
     while cluster.task_instance(dag_id, run_id, SENSOR)["state"] == "deferred":
-        running = [ti["task_id"] for ti in cluster.task_instances(dag_id, run_id) if ti["state"] == "running"]
+        run_tis = cluster.task_instances(dag_id, run_id)
+        workers = _executor_processes(scheduler_group, "LocalExecutor: ")
         sample = {
-            "running_tis": running,
+            "running_tis": [ti["task_id"] for ti in run_tis if ti["state"] == "running"],
             "pool": cluster.pool(),
             "sensor_processes": _executor_processes(scheduler_group, deferred["id"]),
-            "idle_workers": len(_executor_processes(scheduler_group, "LocalExecutor: <idle>")),
+            # A task left over from an earlier test's DAG run may take a worker meanwhile. The
+            # check is that no worker runs a task of this run.
+            "workers_on_this_run": [
+                title for title in workers if any(ti["id"] in title for ti in run_tis)
+            ],
+            "workers": len(workers),
         }
         # The trigger can fire while the sample is taken, and the scheduler then hands the
         # downstream task to a worker. Only a sample taken wholly inside the deferral counts.
@@ -243,6 +249,7 @@ def test_deferred_sensor_holds_no_worker(cluster: AirflowCluster, record_propert
         assert sample["pool"]["running_slots"] == 0
         assert sample["pool"]["deferred_slots"] == 1
         assert sample["sensor_processes"] == []
-        assert sample["idle_workers"] == cluster.parallelism
+        assert sample["workers_on_this_run"] == []
+        assert sample["workers"] == cluster.parallelism
     finished = cluster.wait_for_task(dag_id, run_id, SENSOR, {"success", "failed"}, timeout=120)
     assert finished["state"] == "success"
