@@ -15,8 +15,10 @@ from airflow import __version__ as _airflow_version
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
-    # "3.3.2", "3.2.0rc1" and "3.1.1.dev0" all count as their release: pre-releases of a version
-    # already carry its features.
+    """Return the (major, minor, micro) release of a version string such as ``"3.2.0rc1"``.
+
+    Pre-releases and dev builds count as their release, because they already carry its features.
+    """
     numbers = []
     for piece in version.split(".")[:3]:
         match = re.match(r"\d+", piece)

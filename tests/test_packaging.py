@@ -105,11 +105,9 @@ def test_providers_triggers_shows_every_trigger_module():
 
 
 def test_providers_behaviours_shows_polyai():
-    from packaging.version import Version
+    from airflow_provider_polyai.version_compat import AIRFLOW_V_3_2_PLUS
 
-    from airflow import __version__ as airflow_version
-
-    if Version(airflow_version) < Version("3.2") and importlib.util.find_spec("wtforms") is None:
+    if not AIRFLOW_V_3_2_PLUS and importlib.util.find_spec("wtforms") is None:
         pytest.skip("Airflow 3.1 registers a hook's field behaviour only when WTForms is installed")
     listed = {entry["field_behaviours"] for entry in _providers("behaviours")}
 

@@ -213,8 +213,8 @@ def test_deferred_sensor_holds_no_worker(cluster: AirflowCluster, record_propert
         what="the executor worker to release the deferred sensor",
     )
     released_seconds = time.monotonic() - deferred_at
-    # The upstream task's worker can report its end seconds after the sensor has deferred on a
-    # loaded machine; until then it still counts as a worker on this run.
+    # On a loaded machine the upstream task's worker can report its end seconds after the sensor
+    # has deferred. Until then it still counts as a worker on this run.
     place_id = cluster.task_instance(dag_id, run_id, PLACE)["id"]
     wait_until(
         lambda: not _executor_processes(scheduler_group, place_id),

@@ -147,7 +147,8 @@ def sync_dag_to_db(dag: Any) -> None:
 
     from tests.compat import dagbag_module
 
-    DagBag, sync_bag_to_db = dagbag_module().DagBag, dagbag_module().sync_bag_to_db
+    dagbag = dagbag_module()
+    DagBag, sync_bag_to_db = dagbag.DagBag, dagbag.sync_bag_to_db
 
     DagBundlesManager().sync_bundles_to_db()
     bag = DagBag(dag_folder=tempfile.mkdtemp(prefix="polyai-reliability-dags-"))
