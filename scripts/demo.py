@@ -142,7 +142,7 @@ def print_schedule(base_url: str) -> None:
         values = gaps.get(status)
         if values:
             noun = "gap" if len(values) == 1 else "gaps"
-            print(f"  {status:<12} {len(values):>3} {noun}, {min(values):5.1f}-{max(values):5.1f} s")
+            print(f"  {status:<12} {len(values):>3} {noun + ',':<5} {min(values):5.1f}-{max(values):5.1f} s")
     triggers = sum(1 for entry in entries if entry["method"] == "POST")
     print(f"  {len(polls)} calls polled, {triggers} trigger requests, {len(entries)} requests in all")
 
